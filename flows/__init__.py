@@ -1,0 +1,23 @@
+"""efnf's flow library: equivariant finite normalizing flows on images and 2-D points.
+
+from flows import FlowConfig, build_flow
+flow = build_flow(FlowConfig(family="residual", group="C4", data_shape=[2]))
+lp = flow.log_prob(x, method="exact")
+"""
+
+from flows.build import build_flow
+from flows.config import FlowConfig, LogDetEstimatorConfig, TrainConfig
+from flows.errors import FlowError, InverseNotConverged, TrainingDiverged
+from flows.flow import Flow, InverseReport
+
+__all__ = [
+    "Flow",
+    "FlowConfig",
+    "FlowError",
+    "InverseNotConverged",
+    "InverseReport",
+    "LogDetEstimatorConfig",
+    "TrainConfig",
+    "TrainingDiverged",
+    "build_flow",
+]

@@ -1,0 +1,225 @@
+"""The one schema for a flow and for its training run.
+
+The API takes these models verbatim, the worker reads them from the job row, and the library
+builds from them; invalid combinations are rejected here with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+FINITE_GROUP_PATTERN = re.compile(r"^(C|D)([1-9][0-9]*)$")
+CONTINUOUS_GROUPS = ("SO2", "O2")
+MAX_DISCRETE_ORDER = 16
+
+
+def parse_group(name: str) -> tuple[str, int]:
+    """Splits a group name into (kind, order): ``"C4"`` -> ("C", 4), ``"SO2"`` -> ("SO2", -1).
+
+    Raises:
+        ValueError: the name is not ``trivial``, ``C<N>``, ``D<N>``, ``SO2`` or ``O2``.
+    """
+    if name == "trivial":
+        return "trivial", 1
+    if name in CONTINUOUS_GROUPS:
+        return name, -1
+    match = FINITE_GROUP_PATTERN.match(name)
+    if match is None:
+        raise ValueError(
+            f"group {name!r} is not supported; use 'trivial', 'C<N>' or 'D<N>' "
+            f"(N from 1 to {MAX_DISCRETE_ORDER}), 'SO2' or 'O2'"
+        )
+    kind, order = match.group(1), int(match.group(2))
+    if order > MAX_DISCRETE_ORDER:
+        raise ValueError(
+            f"group {name!r} has order {order}; at most {MAX_DISCRETE_ORDER} is supported"
+        )
+    if kind == "C" and order == 1:
+        return "trivial", 1
+    return kind, order
+
+
+class LogDetEstimatorConfig(BaseModel):
+    """The unbiased Russian-roulette power-series estimator of log det(I + J_g).
+
+    ``n_terms = n_exact_terms + N`` with ``N ~ Geometric(geometric_p)`` on {0, 1, ...}; term k is
+    weighted by 1 / P(n_terms >= k), which makes the truncated series unbiased.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_exact_terms: int = Field(2, ge=1, le=50, description="Terms always evaluated (training).")
+    eval_exact_terms: int = Field(
+        10, ge=1, le=100, description="Terms always evaluated when estimating at evaluation time."
+    )
+    geometric_p: float = Field(0.5, gt=0.0, lt=1.0, description="Roulette stopping probability.")
+    eval_probes: int = Field(
+        16,
+        ge=2,
+        le=1024,
+        description="Hutchinson probes per item when estimating with a std error.",
+    )
+
+
+class FlowConfig(BaseModel):
+    """Architecture of an equivariant finite normalizing flow.
+
+    ``data_shape`` is ``[D]`` for points (``[2]`` for every group other than ``trivial``, where
+    the group acts by 2x2 rotation/reflection matrices) or ``[C, H, W]`` for images (each channel
+    a scalar field; the group moves pixels).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: Literal["residual"] = Field("residual", description="Flow family.")
+    group: str = Field("C4", description="trivial, C<N>, D<N>, SO2 or O2.")
+    data_shape: list[int] = Field(..., min_length=1, max_length=3)
+    depth: int = Field(4, ge=1, le=64, description="Number of flow blocks.")
+    width: int = Field(
+        8,
+        ge=1,
+        le=512,
+        description="Hidden fields per layer: regular fields for finite groups, copies of the "
+        "band-limited irreps 0..max_frequency for SO2/O2, channels for trivial.",
+    )
+    hidden_layers: int = Field(2, ge=1, le=8, description="Hidden layers of each sub-network.")
+    kernel_size: int = Field(3, ge=1, le=9, description="Convolution kernel size (images).")
+    lipschitz_coeff: float = Field(
+        0.97, gt=0.0, lt=1.0, description="Bound c < 1 on each layer's operator norm."
+    )
+    activation: Literal["lipswish", "elu"] = Field(
+        "lipswish", description="Pointwise 1-Lipschitz nonlinearity (finite groups, trivial)."
+    )
+    max_frequency: int = Field(2, ge=1, le=8, description="Irrep band limit for SO2/O2.")
+    actnorm: bool = Field(True, description="Equivariant ActNorm before every block.")
+    logit_alpha: float | None = Field(
+        0.05, ge=0.0, lt=0.5, description="Logit transform for images (None: identity)."
+    )
+    exact_max_dim: int = Field(
+        1024, ge=1, le=16384, description="Largest data dimension for exact (Jacobian) log-det."
+    )
+    estimator: LogDetEstimatorConfig = Field(default_factory=LogDetEstimatorConfig)
+    inverse_atol: float = Field(1e-5, gt=0.0, le=1e-1, description="Fixed-point tolerance.")
+    inverse_max_iter: int = Field(500, ge=1, le=100000)
+
+    @field_validator("group")
+    @classmethod
+    def _known_group(cls, value: str) -> str:
+        parse_group(value)
+        return value
+
+    @field_validator("data_shape")
+    @classmethod
+    def _positive_shape(cls, value: list[int]) -> list[int]:
+        if any(size < 1 for size in value):
+            raise ValueError(f"data_shape {value} has a non-positive size")
+        if len(value) == 2:
+            raise ValueError(
+                f"data_shape {value} has rank 2; use [D] for points or [C, H, W] for images"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _group_acts_on_data(self) -> FlowConfig:
+        kind, _ = parse_group(self.group)
+        if self.is_points:
+            if kind != "trivial" and self.data_shape != [2]:
+                raise ValueError(
+                    f"data_shape {self.data_shape}: group {self.group} acts on 2-D points only; "
+                    "use data_shape [2] or group 'trivial'"
+                )
+        else:
+            _, height, width = self.data_shape
+            rotates_by_quarter = kind in ("SO2", "O2") or (
+                kind in ("C", "D") and self.group_order % 4 == 0
+            )
+            if rotates_by_quarter and height != width:
+                raise ValueError(
+                    f"data_shape {self.data_shape}: group {self.group} contains 90-degree "
+                    "rotations, which need square images (H == W)"
+                )
+            if self.kernel_size % 2 == 0:
+                raise ValueError(
+                    f"kernel_size {self.kernel_size} is even; an odd size keeps the grid centred"
+                )
+        return self
+
+    @property
+    def is_points(self) -> bool:
+        return len(self.data_shape) == 1
+
+    @property
+    def dim(self) -> int:
+        size = 1
+        for extent in self.data_shape:
+            size *= extent
+        return size
+
+    @property
+    def group_kind(self) -> str:
+        return parse_group(self.group)[0]
+
+    @property
+    def group_order(self) -> int:
+        return parse_group(self.group)[1]
+
+
+class TrainConfig(BaseModel):
+    """A training run: optimisation, logging and checkpointing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(1000, ge=1, le=10_000_000)
+    batch_size: int = Field(64, ge=1, le=65536)
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up.")
+    grad_clip: float = Field(10.0, gt=0.0, description="Max global gradient norm.")
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    logdet: Literal["auto", "exact", "estimate"] = Field(
+        "auto", description="auto: exact for points, the unbiased estimator for images."
+    )
+    augment: bool = Field(
+        False, description="Augment each batch by random exact group elements (for baselines)."
+    )
+    augment_group: str | None = Field(
+        None, description="Group to augment with (default: D4 for images, D8 for points)."
+    )
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    metric_interval: int = Field(50, ge=1)
+    checkpoint_interval: int = Field(500, ge=1)
+    lipschitz_refresh_iters: int = Field(
+        1, ge=1, le=100, description="Power iterations per step for every Lipschitz layer."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto")
+
+    @field_validator("augment_group")
+    @classmethod
+    def _known_augment_group(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_group(value)
+        return value
+
+
+def check_data_compatible(
+    config: FlowConfig, kind: str, shape: tuple[int, ...] | list[int]
+) -> None:
+    """Checks that a flow configured by ``config`` can model a data set of ``kind`` and ``shape``.
+
+    Raises:
+        ValueError: naming the field, e.g. ``flow.data_shape [1, 8, 8] does not match ...``.
+    """
+    shape = list(shape)
+    if config.data_shape != shape:
+        raise ValueError(
+            f"flow.data_shape {config.data_shape} does not match the data set's item shape {shape}"
+        )
+    expected_kind = "points" if config.is_points else "images"
+    if kind != expected_kind:
+        raise ValueError(
+            f"flow.data_shape {config.data_shape} describes {expected_kind}, but the data set "
+            f"holds {kind}"
+        )

@@ -1,0 +1,459 @@
+"""Reading uploaded dataset files (.npy, .npz, .csv, .zip of PNGs) into validated Datasets.
+
+Uploads are untrusted: nothing is unpickled, sizes are checked against limits from the declared
+headers *before* anything is allocated or decompressed, archive entry names are checked for path
+tricks, and every failure is a :class:`DataError` naming the file or entry and the problem.
+"""
+
+from __future__ import annotations
+
+import array
+import csv
+import io
+import math
+import warnings
+import zipfile
+import zlib
+from pathlib import PurePosixPath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from flows.data.dataset import (
+    MAX_IMAGE_SIDE,
+    MAX_POINT_DIM,
+    DataError,
+    DataKind,
+    Dataset,
+    validate_dataset,
+)
+
+__all__ = [
+    "ACCEPTED_EXTENSIONS",
+    "MAX_BYTES",
+    "MAX_ZIP_ENTRIES",
+    "read_csv",
+    "read_dataset_file",
+    "read_npy",
+    "read_npz",
+    "read_png_zip",
+]
+
+MAX_BYTES = 512 * 2**20
+MAX_ZIP_ENTRIES = 100_000
+MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
+NPZ_PREFERRED_NAMES = ("x", "data")
+ACCEPTED_EXTENSIONS = (".csv", ".npy", ".npz", ".zip")
+
+# Pillow reports malformed input through all of these (SyntaxError for broken chunks, ValueError
+# for oversized text chunks, OSError for truncated data); for an upload, each means a bad file.
+_PIL_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    zlib.error,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+_ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
+
+
+def read_dataset_file(
+    content: bytes,
+    filename: str,
+    kind: DataKind | None = None,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_entries: int = MAX_ZIP_ENTRIES,
+) -> Dataset:
+    """Reads an uploaded file into a validated Dataset, choosing the reader by extension.
+
+    ``.npy`` and ``.npz`` hold either kind (inferred from the rank when ``kind`` is None: rank 2 is
+    points, rank 3 or 4 images); ``.csv`` holds points; ``.zip`` holds PNG images. The extension is
+    matched case-insensitively.
+
+    Args:
+        content: the file's bytes.
+        filename: the file's name, used for the extension and in error messages.
+        kind: the expected kind, or None to accept what the file holds.
+        max_bytes: the limit on the content's size and on the declared uncompressed (and, for
+            PNG archives, decoded) size of archive members.
+        max_entries: the limit on the number of entries in a .zip or .npz archive.
+
+    Returns:
+        The validated dataset.
+
+    Raises:
+        DataError: the extension is not accepted, the file is malformed or over a limit, or its
+            kind differs from ``kind``.
+    """
+    if kind is not None and kind not in ("images", "points"):
+        raise DataError(f"kind {kind!r} is unknown; use 'images', 'points' or None")
+    suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
+    if suffix not in ACCEPTED_EXTENSIONS:
+        raise DataError(
+            f"file {filename!r} has extension {suffix or '(none)'!r}; accepted extensions are "
+            f"{', '.join(ACCEPTED_EXTENSIONS)}"
+        )
+    if len(content) > max_bytes:
+        raise DataError(
+            f"file {filename!r} is {len(content)} bytes; at most {max_bytes} bytes are accepted"
+        )
+    if suffix == ".csv":
+        _check_fixed_kind(filename, "points", kind)
+        return read_csv(content, filename)
+    if suffix == ".zip":
+        _check_fixed_kind(filename, "images", kind)
+        return read_png_zip(content, filename, max_bytes=max_bytes, max_entries=max_entries)
+    if suffix == ".npy":
+        values = read_npy(content, filename)
+    else:
+        values = read_npz(content, filename, max_bytes=max_bytes, max_entries=max_entries)
+    return validate_dataset(values, kind or _infer_kind(values, filename))
+
+
+def _check_fixed_kind(filename: str, holds: DataKind, kind: DataKind | None) -> None:
+    if kind is not None and kind != holds:
+        raise DataError(
+            f"file {filename!r} holds {holds} but {kind} were requested; .csv files hold points "
+            "and .zip files hold PNG images (use .npy or .npz for either)"
+        )
+
+
+def _infer_kind(values: np.ndarray, filename: str) -> DataKind:
+    if values.ndim == 2:
+        return "points"
+    if values.ndim in (3, 4):
+        return "images"
+    raise DataError(
+        f"file {filename!r} holds an array of shape {values.shape} (rank {values.ndim}); expected "
+        "rank 2 (N, D) points or rank 3 (N, H, W) / rank 4 (N, C, H, W) images"
+    )
+
+
+def read_npy(content: bytes, name: str) -> np.ndarray:
+    """Loads a .npy file without unpickling, after checking its header against its length.
+
+    Args:
+        content: the file's bytes.
+        name: the name used in error messages.
+
+    Returns:
+        The (not yet validated) array.
+
+    Raises:
+        DataError: not a .npy file, an object (pickled) array, or truncated.
+    """
+    stream = io.BytesIO(content)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise DataError(
+                f"{name!r} is a .npy file of format version {version}; versions 1.0 and 2.0 "
+                "(what numpy writes for numeric arrays) are accepted"
+            )
+    except (ValueError, EOFError) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(f"{name!r} is not a valid .npy file: {error}") from None
+    if dtype.hasobject:
+        raise DataError(
+            f"{name!r} contains Python objects (pickle); only numeric arrays are accepted"
+        )
+    # np.load allocates the declared shape before reading, so a lying header could ask for
+    # terabytes; the data must actually be present first.
+    declared = math.prod(shape) * dtype.itemsize
+    available = len(content) - stream.tell()
+    if declared > available:
+        raise DataError(
+            f"{name!r} is truncated or corrupt: its header declares shape {shape} of {dtype} "
+            f"({declared} bytes) but only {available} bytes of data follow"
+        )
+    try:
+        return np.load(io.BytesIO(content), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as error:
+        raise DataError(f"{name!r} could not be read as a .npy file: {error}") from None
+
+
+def _open_zip(content: bytes, filename: str, max_entries: int) -> zipfile.ZipFile:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(content))
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as error:
+        raise DataError(f"{filename!r} is not a valid zip archive: {error}") from None
+    count = len(archive.infolist())
+    if count > max_entries:
+        raise DataError(f"{filename!r} has {count} entries; at most {max_entries} are accepted")
+    return archive
+
+
+def _check_declared_size(members: list[zipfile.ZipInfo], filename: str, max_bytes: int) -> None:
+    declared = sum(member.file_size for member in members)
+    if declared > max_bytes:
+        raise DataError(
+            f"{filename!r} declares {declared} bytes uncompressed; at most {max_bytes} bytes are "
+            "accepted (possible zip bomb)"
+        )
+
+
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, filename: str) -> bytes:
+    try:
+        return archive.read(member)
+    except _ZIP_READ_ERRORS as error:
+        raise DataError(
+            f"entry {member.filename!r} of {filename!r} could not be extracted: {error}"
+        ) from None
+
+
+def read_npz(
+    content: bytes,
+    filename: str,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_entries: int = MAX_ZIP_ENTRIES,
+) -> np.ndarray:
+    """Loads one array from a .npz archive: the one named ``x`` or ``data``, or the only one.
+
+    The members' declared uncompressed sizes are checked against ``max_bytes`` before anything is
+    decompressed, and the chosen member is read with :func:`read_npy` (no unpickling).
+
+    Args:
+        content: the file's bytes.
+        filename: the name used in error messages.
+        max_bytes: the limit on the total declared uncompressed size.
+        max_entries: the limit on the number of members.
+
+    Returns:
+        The (not yet validated) array.
+
+    Raises:
+        DataError: not a zip archive, over a limit, no unambiguous array, or a bad member.
+    """
+    with _open_zip(content, filename, max_entries) as archive:
+        members = [member for member in archive.infolist() if not member.is_dir()]
+        _check_declared_size(members, filename, max_bytes)
+        by_name = {member.filename.removesuffix(".npy"): member for member in members}
+        chosen = next((by_name[name] for name in NPZ_PREFERRED_NAMES if name in by_name), None)
+        if chosen is None and len(by_name) == 1:
+            chosen = next(iter(by_name.values()))
+        if chosen is None:
+            raise DataError(
+                f"{filename!r} holds arrays {sorted(by_name)}; name the dataset array 'x' or "
+                "'data', or store exactly one array"
+            )
+        member_bytes = _read_member(archive, chosen, filename)
+    return read_npy(member_bytes, f"{filename}:{chosen.filename}")
+
+
+def _parse_row(row: list[str]) -> list[float | None]:
+    parsed: list[float | None] = []
+    for field in row:
+        text = field.strip()
+        try:
+            # float() also takes "1_000"; underscores are not a CSV number format.
+            parsed.append(None if "_" in text else float(text))
+        except ValueError:
+            parsed.append(None)
+    return parsed
+
+
+def read_csv(content: bytes, filename: str) -> Dataset:
+    """Reads points from CSV: one point per row, an optional first row of column names.
+
+    Blank lines are skipped. The first row is a header if none of its fields is a number.
+
+    Args:
+        content: the file's bytes, UTF-8 (a byte-order mark is allowed).
+        filename: the name used in error messages.
+
+    Returns:
+        The validated points dataset.
+
+    Raises:
+        DataError: not UTF-8; a row with text, a non-finite number, or a different number of
+            fields than the first; more than 64 columns; no data rows.
+    """
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{filename!r} is not UTF-8 text: {error}") from None
+    values = array.array("d")
+    columns: int | None = None
+    rows = 0
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        for row in reader:
+            if not row or all(not field.strip() for field in row):
+                continue
+            line = reader.line_num
+            parsed = _parse_row(row)
+            if columns is None:
+                columns = len(row)
+                if columns > MAX_POINT_DIM:
+                    raise DataError(
+                        f"{filename!r} line {line} has {columns} columns; at most "
+                        f"{MAX_POINT_DIM} are accepted"
+                    )
+                if all(value is None for value in parsed):
+                    continue
+            values.extend(_numeric_row(row, parsed, columns, filename, line))
+            rows += 1
+    except csv.Error as error:
+        raise DataError(f"{filename!r} is not valid CSV: {error}") from None
+    if rows == 0:
+        raise DataError(f"{filename!r} has no data rows; expected one numeric row per point")
+    assert columns is not None
+    points = np.frombuffer(values, dtype=np.float64).reshape(rows, columns)
+    return validate_dataset(points, "points")
+
+
+def _numeric_row(
+    row: list[str], parsed: list[float | None], columns: int, filename: str, line: int
+) -> list[float]:
+    """Returns the row's numbers, or raises naming the line if it is ragged or not all numeric."""
+    if len(row) != columns:
+        raise DataError(
+            f"{filename!r} line {line} has {len(row)} fields but earlier rows have {columns}; "
+            "every row must have the same number of columns"
+        )
+    for column, (field, value) in enumerate(zip(row, parsed, strict=True), start=1):
+        if value is None:
+            shown = field if len(field) <= 40 else field[:37] + "..."
+            raise DataError(
+                f"{filename!r} line {line}, column {column}: {shown!r} is not a number; data rows "
+                "must be numeric (only the first row may hold column names)"
+            )
+        if not math.isfinite(value):
+            raise DataError(
+                f"{filename!r} line {line}, column {column}: {field.strip()!r} is not a finite "
+                "number; coordinates must be finite"
+            )
+    return [value for value in parsed if value is not None]
+
+
+def _is_skipped_entry(name: str) -> bool:
+    parts = name.split("/")
+    return parts[0] == "__MACOSX" or parts[-1].startswith(".")
+
+
+def _check_entry_name(name: str, filename: str) -> None:
+    normalized = name.replace("\\", "/")
+    parts = normalized.split("/")
+    has_drive = len(normalized) >= 2 and normalized[1] == ":"
+    if normalized.startswith("/") or has_drive or ".." in parts:
+        raise DataError(
+            f"entry {name!r} of {filename!r} has an absolute path or a '..' component; entries "
+            "must be relative paths inside the archive"
+        )
+
+
+def _decode_png(data: bytes, entry: str, filename: str) -> np.ndarray:
+    """Decodes one PNG entry to ``(H, W, C)`` uint8 with C in {1, 3}."""
+    where = f"entry {entry!r} of {filename!r}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
+                    raise DataError(
+                        f"{where} is {width}x{height} pixels; images may be at most "
+                        f"{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} ({MAX_IMAGE_PIXELS} pixels)"
+                    )
+                image.load()
+                return _pixels_of(image)
+    except UnidentifiedImageError:
+        raise DataError(f"{where} is not a PNG image (its content is not PNG data)") from None
+    except DataError:
+        raise
+    except _PIL_DECODE_ERRORS as error:
+        raise DataError(f"{where} is a corrupt or unsafe PNG: {error}") from None
+
+
+def _pixels_of(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        # 16-bit grayscale: Pillow's convert("L") clips instead of rescaling, so rescale here.
+        wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+        return ((wide * 255 + 32767) // 65535).astype(np.uint8)[..., None]
+    if image.mode in ("1", "L", "LA", "La"):
+        return np.asarray(image.convert("L"), dtype=np.uint8)[..., None]
+    # RGB as is; RGBA/RGBa lose alpha; palette and anything else become RGB, the lossless choice.
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def read_png_zip(
+    content: bytes,
+    filename: str,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_entries: int = MAX_ZIP_ENTRIES,
+) -> Dataset:
+    """Reads a zip archive of same-sized PNG images, in entry-name order.
+
+    Directories, ``__MACOSX/`` and dotfiles are ignored; every other entry must be a relative
+    ``.png`` path. Grayscale (``L``, ``1``, ``LA``, 16-bit) becomes 1 channel; ``RGB``, ``RGBA``
+    (alpha dropped), palette and other modes become 3 channels. Images larger than 256x256 are
+    rejected from their header, before decoding.
+
+    Args:
+        content: the archive's bytes.
+        filename: the name used in error messages.
+        max_bytes: the limit on the total declared uncompressed size of the entries and on the
+            decoded pixel bytes.
+        max_entries: the limit on the number of entries.
+
+    Returns:
+        The validated images dataset, uint8 ``(N, C, H, W)``.
+
+    Raises:
+        DataError: a bad archive or entry (named), a limit exceeded, or images that differ in size
+            or channel count (the first mismatching entry is named).
+    """
+    with _open_zip(content, filename, max_entries) as archive:
+        members = []
+        for member in archive.infolist():
+            _check_entry_name(member.filename, filename)
+            if member.is_dir() or _is_skipped_entry(member.filename):
+                continue
+            if not member.filename.lower().endswith(".png"):
+                raise DataError(
+                    f"entry {member.filename!r} of {filename!r} is not a .png file; the archive "
+                    "may hold only PNG images"
+                )
+            members.append(member)
+        if not members:
+            raise DataError(f"{filename!r} contains no .png images")
+        _check_declared_size(members, filename, max_bytes)
+        members.sort(key=lambda member: member.filename)
+        images: list[np.ndarray] = []
+        for member in members:
+            pixels = _decode_png(
+                _read_member(archive, member, filename), member.filename, filename
+            )
+            if images:
+                _check_same_shape(images[0], members[0].filename, pixels, member.filename)
+            elif pixels.nbytes * len(members) > max_bytes:
+                raise DataError(
+                    f"{filename!r} would decode to {pixels.nbytes * len(members)} bytes "
+                    f"({len(members)} images of shape {pixels.shape}); at most {max_bytes} bytes "
+                    "are accepted"
+                )
+            images.append(pixels)
+    return validate_dataset(np.stack(images).transpose(0, 3, 1, 2), "images")
+
+
+def _describe(pixels: np.ndarray) -> str:
+    height, width, channels = pixels.shape
+    return f"{width}x{height} with {channels} channel{'s' if channels > 1 else ''}"
+
+
+def _check_same_shape(first: np.ndarray, first_name: str, pixels: np.ndarray, name: str) -> None:
+    if pixels.shape != first.shape:
+        raise DataError(
+            f"entry {name!r} is {_describe(pixels)} but {first_name!r} is {_describe(first)}; "
+            "all images must have the same size and channel count"
+        )

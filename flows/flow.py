@@ -1,0 +1,213 @@
+"""The Flow: a stack of invertible equivariant layers over a standard normal base density."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from flows.config import FlowConfig
+from flows.layers import FlowLayer, InverseInfo, ResidualBlock
+from flows.lipschitz import LipschitzLayer
+from flows.logdet import LogDetContext
+
+__all__ = ["Flow", "InverseReport", "LogDetMethod"]
+
+LogDetMethod = Literal["auto", "exact", "estimate"]
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class InverseReport:
+    """Per iterative layer (in the order they were inverted): iterations and final residual."""
+
+    layers: tuple[InverseInfo, ...]
+
+    @property
+    def max_iterations(self) -> int:
+        return max((info.iterations for info in self.layers), default=0)
+
+    @property
+    def max_residual(self) -> float:
+        return max((info.residual for info in self.layers), default=0.0)
+
+
+class Flow(torch.nn.Module):
+    r"""x -> z = f_K(...f_1(x)) with log p(x) = log N(z; 0, I) + sum_k log|det J_{f_k}|.
+
+    The base density is invariant under every orthogonal or permutation representation, so if
+    every layer is G-equivariant the model density is exactly G-invariant.
+    References: Bose & Kobyzev, Equivariant Finite Normalizing Flows (2021).
+
+    Arguments:
+        config: the configuration the flow was built from.
+        layers: the layers, data side first.
+    """
+
+    def __init__(self, config: FlowConfig, layers: list[FlowLayer]) -> None:
+        super().__init__()
+        self.config = config
+        self.layers = torch.nn.ModuleList(layers)
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return tuple(self.config.data_shape)
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        for parameter in self.parameters():
+            return parameter.device, parameter.dtype
+        return torch.device("cpu"), torch.get_default_dtype()
+
+    def resolve_method(self, method: LogDetMethod) -> str:
+        """``auto`` is exact up to ``config.exact_max_dim`` dimensions and estimated above."""
+        if method == "auto":
+            return "exact" if self.dim <= self.config.exact_max_dim else "estimate"
+        if method == "exact" and self.dim > self.config.exact_max_dim:
+            raise ValueError(
+                f"method 'exact' needs a {self.dim}x{self.dim} Jacobian per item, above "
+                f"exact_max_dim={self.config.exact_max_dim}; use method='estimate'"
+            )
+        if method not in ("exact", "estimate"):
+            raise ValueError(f"method {method!r} is not one of 'auto', 'exact', 'estimate'")
+        return method
+
+    def _check_input(self, x: Tensor) -> None:
+        if tuple(x.shape[1:]) != self.data_shape:
+            raise ValueError(
+                f"input shape {list(x.shape)} does not match the flow's data_shape "
+                f"{list(self.data_shape)} (expected [batch, *data_shape])"
+            )
+
+    def transform_with_context(self, x: Tensor, ctx: LogDetContext) -> tuple[Tensor, Tensor]:
+        """Data -> latent with every layer's log-det computed as ``ctx`` says."""
+        self._check_input(x)
+        logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        for layer in self.layers:
+            x, layer_logdet = layer(x, ctx)
+            logdet = logdet + layer_logdet
+        return x, logdet
+
+    def _context(self, method: LogDetMethod, n_probes: int, generator) -> LogDetContext:
+        estimator = self.config.estimator
+        return LogDetContext(
+            method=self.resolve_method(method),
+            differentiable=torch.is_grad_enabled(),
+            n_probes=n_probes,
+            n_exact_terms=estimator.eval_exact_terms if n_probes > 1 else estimator.n_exact_terms,
+            geometric_p=estimator.geometric_p,
+            generator=generator,
+        )
+
+    def transform(
+        self, x: Tensor, method: LogDetMethod = "auto", generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Data -> (latent z, log|det dz/dx| per item); differentiable when grad is enabled."""
+        return self.transform_with_context(x, self._context(method, 1, generator))
+
+    @staticmethod
+    def base_log_prob(z: Tensor) -> Tensor:
+        """log N(z; 0, I) per item."""
+        flat = z.reshape(z.shape[0], -1)
+        return -0.5 * (flat.pow(2).sum(1) + flat.shape[1] * LOG_2PI)
+
+    def log_prob(
+        self,
+        x: Tensor,
+        method: LogDetMethod = "auto",
+        return_stderr: bool = False,
+        generator: torch.Generator | None = None,
+        n_probes: int | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Natural-log density of x (for images: of x in [0, 1]^D, continuous).
+
+        Arguments:
+            x: a batch shaped (B, *data_shape).
+            method: ``exact`` (full Jacobian), ``estimate`` (unbiased Russian roulette) or
+                ``auto`` (exact up to ``config.exact_max_dim`` dimensions).
+            return_stderr: also return the standard error of the estimate (zeros if exact);
+                estimates then use ``config.estimator.eval_probes`` probes per item.
+            generator: random source of the estimator.
+            n_probes: override the number of Hutchinson probes.
+
+        Returns:
+            log p(x) of shape (B,), and its standard error if ``return_stderr``.
+        """
+        resolved = self.resolve_method(method)
+        if n_probes is None:
+            n_probes = self.config.estimator.eval_probes if return_stderr else 1
+        if resolved == "exact":
+            n_probes = 1
+        ctx = self._context(resolved, n_probes, generator)
+        z, logdet = self.transform_with_context(x, ctx)
+        log_prob = self.base_log_prob(z) + logdet
+        if not return_stderr:
+            return log_prob
+        variance = ctx.variance if ctx.variance is not None else torch.zeros_like(log_prob)
+        return log_prob, variance.clamp_min(0).sqrt()
+
+    def inverse_with_info(self, z: Tensor) -> tuple[Tensor, InverseReport]:
+        """Latent -> data, with how each iterative layer converged.
+
+        Raises:
+            InverseNotConverged: a layer did not reach its tolerance.
+        """
+        self._check_input(z)
+        infos = []
+        with torch.no_grad():
+            for layer in reversed(self.layers):
+                z, info = layer.inverse_with_info(z)
+                if info is not None:
+                    infos.append(info)
+        return z, InverseReport(tuple(infos))
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """Latent -> data (fixed-point iterations to ``config.inverse_atol`` where needed)."""
+        return self.inverse_with_info(z)[0]
+
+    def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> Tensor:
+        """Draws n samples: z ~ N(0, temperature^2 I), x = f^{-1}(z)."""
+        if n < 0 or temperature < 0:
+            raise ValueError(f"n={n} and temperature={temperature} must be non-negative")
+        device, dtype = self._device_dtype()
+        generator = torch.Generator(device="cpu")
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        z = torch.randn(n, *self.data_shape, generator=generator, dtype=dtype) * temperature
+        return self.inverse(z.to(device))
+
+    # -- Lipschitz bookkeeping -----------------------------------------------------------------
+    def lipschitz_layers(self) -> list[LipschitzLayer]:
+        return [m for m in self.modules() if isinstance(m, LipschitzLayer)]
+
+    def update_lipschitz(self, n_iter: int = 1) -> None:
+        """Advances every layer's power iteration (the trainer calls this once per step)."""
+        for layer in self.lipschitz_layers():
+            layer.power_iteration(n_iter)
+
+    def refresh_lipschitz(self, rtol: float = 1e-7, max_iter: int = 5000) -> float:
+        """Runs every power iteration to convergence; returns the largest effective sigma."""
+        return max(
+            (layer.refresh(rtol, max_iter) for layer in self.lipschitz_layers()), default=0.0
+        )
+
+    def export(self) -> Flow:
+        """A copy whose sub-networks are plain torch modules (no escnn types), for serving.
+
+        The copy computes the same function as this flow does now, in eval mode; refresh the
+        Lipschitz bounds first.
+        """
+        exported = copy.deepcopy(self).eval()
+        for index, layer in enumerate(exported.layers):
+            if isinstance(layer, ResidualBlock):
+                exported.layers[index] = layer.export()
+        return exported.eval()

@@ -1,0 +1,36 @@
+"""The interface every flow layer implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from flows.logdet import LogDetContext
+
+__all__ = ["FlowLayer", "InverseInfo"]
+
+
+@dataclass(frozen=True)
+class InverseInfo:
+    """How an iterative inverse ended: iterations used and the final max-abs residual."""
+
+    iterations: int
+    residual: float
+
+
+class FlowLayer(torch.nn.Module):
+    """An invertible map of tensors shaped like the data, with its log|det J| per item."""
+
+    def forward(self, x: Tensor, ctx: LogDetContext) -> tuple[Tensor, Tensor]:
+        """Returns (y, log|det dy/dx|) with the log-det of shape (batch,)."""
+        raise NotImplementedError
+
+    def inverse(self, y: Tensor) -> Tensor:
+        """The exact inverse (or iterative to a tolerance; see :meth:`inverse_with_info`)."""
+        return self.inverse_with_info(y)[0]
+
+    def inverse_with_info(self, y: Tensor) -> tuple[Tensor, InverseInfo | None]:
+        """The inverse and, for iterative inverses, how it converged (None if analytic)."""
+        raise NotImplementedError

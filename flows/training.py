@@ -1,0 +1,234 @@
+"""Maximum-likelihood training of a flow: seeded, resumable, device-agnostic.
+
+All randomness of a run (batches, dequantization noise, augmentation, estimator probes and
+roulette draws) comes from one ``torch.Generator`` whose state is saved in every checkpoint, so
+a run resumed from a checkpoint continues exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flows.checkpoint import TrainingState, read_checkpoint, save_checkpoint
+from flows.config import TrainConfig
+from flows.data.images import dequantize
+from flows.errors import TrainingDiverged
+from flows.flow import Flow
+from flows.logdet import LogDetContext
+from flows.metrics import bits_per_dim
+from flows.symmetry import apply_random_symmetries, symmetries_for
+
+__all__ = ["TrainCallbacks", "TrainResult", "resolve_device", "train"]
+
+logger = logging.getLogger(__name__)
+VALIDATION_ITEMS = 256
+
+
+class TrainCallbacks:
+    """Hooks of a training run; subclass and override what you need."""
+
+    def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Every ``metric_interval`` steps and at the last step."""
+
+    def on_checkpoint(self, step: int, checkpoint: bytes) -> None:
+        """Every ``checkpoint_interval`` steps and at the end; ``checkpoint`` is resumable."""
+
+    def should_stop(self) -> bool:
+        """Polled before every step; True ends the run early (with a final checkpoint)."""
+        return False
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The end of a run: the last step done, its metrics, whether it stopped early, and the
+    final resumable checkpoint."""
+
+    step: int
+    metrics: dict[str, float]
+    stopped: bool
+    checkpoint: bytes
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("training.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    n_validation = min(round(n * fraction), n - 1, VALIDATION_ITEMS * 8)
+    return order[n_validation:], order[:n_validation]
+
+
+class _Run:
+    """The state of one training run (kept together so that a step reads as a few lines)."""
+
+    def __init__(self, flow: Flow, data: np.ndarray, config: TrainConfig) -> None:
+        self.flow, self.config = flow, config
+        self.device = resolve_device(config.device)
+        self.is_images = not flow.config.is_points
+        self.dtype = next(flow.parameters()).dtype
+        tensor = torch.from_numpy(np.ascontiguousarray(data))
+        if tuple(tensor.shape[1:]) != flow.data_shape:
+            raise ValueError(
+                f"data items have shape {list(tensor.shape[1:])}, the flow expects "
+                f"{list(flow.data_shape)}"
+            )
+        train_index, validation_index = _split(
+            len(tensor), config.validation_fraction, config.seed
+        )
+        # Batches are drawn and dequantized on the CPU (with the CPU generator) and then moved.
+        self.train_data = tensor[torch.from_numpy(train_index)]
+        self.validation_data = tensor[torch.from_numpy(validation_index)]
+        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        self.method = self._logdet_method()
+        augment_group = config.augment_group or ("D4" if self.is_images else "D8")
+        self.augmentations = symmetries_for(flow.config, augment_group) if config.augment else None
+        self.optimizer = torch.optim.AdamW(
+            flow.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+
+    def _logdet_method(self) -> str:
+        if self.config.logdet == "auto":
+            return "exact" if self.flow.config.is_points else "estimate"
+        return self.flow.resolve_method(self.config.logdet)
+
+    def to_model_input(self, batch: Tensor, generator: torch.Generator) -> Tensor:
+        if self.is_images:
+            batch = dequantize(batch, generator)
+        return batch.to(self.device, self.dtype)
+
+    def learning_rate(self, step: int) -> float:
+        if self.config.warmup_steps == 0:
+            return self.config.learning_rate
+        return self.config.learning_rate * min(1.0, (step + 1) / self.config.warmup_steps)
+
+    def step(self, step: int) -> tuple[float, float]:
+        flow, config = self.flow, self.config
+        index = torch.randint(len(self.train_data), (config.batch_size,), generator=self.generator)
+        x = self.to_model_input(self.train_data[index], self.generator)
+        if self.augmentations is not None:
+            x = apply_random_symmetries(x, self.augmentations, self.generator)
+        flow.update_lipschitz(config.lipschitz_refresh_iters)
+        estimator = flow.config.estimator
+        ctx = LogDetContext(
+            method=self.method,
+            differentiable=True,
+            n_exact_terms=estimator.n_exact_terms,
+            geometric_p=estimator.geometric_p,
+            generator=self.generator,
+        )
+        z, logdet = flow.transform_with_context(x, ctx)
+        loss = -(flow.base_log_prob(z) + logdet).mean() / flow.dim
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(step + 1, float(loss.detach()))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
+        if not torch.isfinite(grad_norm):
+            raise TrainingDiverged(step + 1, float("nan"))
+        self.optimizer.step()
+        return float(loss.detach()), float(grad_norm)
+
+    @torch.no_grad()
+    def validation_metrics(self, step: int) -> dict[str, float]:
+        if len(self.validation_data) == 0:
+            return {}
+        generator = torch.Generator(device="cpu").manual_seed(self.config.seed * 7919 + step)
+        items = self.validation_data[:VALIDATION_ITEMS]
+        x = self.to_model_input(items, generator)
+        log_prob = self.flow.log_prob(x, method=self.method, generator=generator)
+        if self.is_images:
+            return {"val_bpd": float(bits_per_dim(log_prob, self.flow.dim).mean())}
+        return {"val_nll": float(-log_prob.mean())}
+
+    def checkpoint(self, step: int, metrics: dict[str, float]) -> bytes:
+        state = TrainingState(self.optimizer.state_dict(), self.generator.get_state())
+        return save_checkpoint(
+            self.flow, step=step, metrics=metrics, train_config=self.config, training_state=state
+        )
+
+    def restore(self, blob: bytes) -> int:
+        info, model_state, training = read_checkpoint(blob)
+        if training is None:
+            raise ValueError("resume_from is a serving checkpoint without a training state")
+        self.flow.load_state_dict(model_state, strict=True)
+        self.optimizer.load_state_dict(training.optimizer)
+        self.generator.set_state(training.generator_state)
+        return info.step
+
+
+def train(
+    flow: Flow,
+    data: np.ndarray,
+    config: TrainConfig,
+    callbacks: TrainCallbacks | None = None,
+    resume_from: bytes | None = None,
+) -> TrainResult:
+    """Fits ``flow`` to ``data`` by maximum likelihood.
+
+    Arguments:
+        flow: the flow (moved to the configured device and left in eval mode at the end).
+        data: images as uint8 levels (N, C, H, W), dequantized uniformly per batch; or points as
+            floats (N, D).
+        config: the training configuration.
+        callbacks: metric, checkpoint and cancellation hooks.
+        resume_from: a checkpoint of this run (from ``on_checkpoint``) to continue exactly.
+
+    Returns:
+        The last step, its metrics, whether the run was stopped early, and a final checkpoint.
+
+    Raises:
+        TrainingDiverged: the loss or the gradient norm became NaN or infinite.
+    """
+    callbacks = callbacks or TrainCallbacks()
+    flow.to(resolve_device(config.device)).train()
+    run = _Run(flow, data, config)
+    step = run.restore(resume_from) if resume_from is not None else 0
+    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    metrics: dict[str, float] = {}
+    stopped = False
+    while step < config.steps:
+        if callbacks.should_stop():
+            stopped = True
+            break
+        loss, grad_norm = run.step(step)
+        step += 1
+        window_loss, window_steps = window_loss + loss, window_steps + 1
+        if step % config.metric_interval == 0 or step == config.steps:
+            elapsed = time.perf_counter() - window_start
+            mean_loss = window_loss / window_steps
+            metrics = {
+                "loss": mean_loss,
+                "lr": run.learning_rate(step - 1),
+                "grad_norm": grad_norm,
+                "examples_per_second": window_steps * config.batch_size / max(elapsed, 1e-9),
+            }
+            if run.is_images:
+                metrics["bpd"] = mean_loss / math.log(2.0) + math.log2(256)
+            else:
+                metrics["nll"] = mean_loss * flow.dim
+            metrics.update(run.validation_metrics(step))
+            callbacks.on_metrics(step, metrics)
+            logger.info("step %d: %s", step, metrics)
+            window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+        if step % config.checkpoint_interval == 0 and step < config.steps:
+            callbacks.on_checkpoint(step, run.checkpoint(step, metrics))
+    flow.refresh_lipschitz()
+    flow.eval()
+    final = run.checkpoint(step, metrics)
+    callbacks.on_checkpoint(step, final)
+    return TrainResult(step=step, metrics=metrics, stopped=stopped, checkpoint=final)
