@@ -25,7 +25,7 @@ def perturb(flow: Flow, scale: float, seed: int) -> Flow:
     return flow
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_flow(config_json: str, scale: float) -> Flow:
     config = FlowConfig.model_validate_json(config_json)
     flow = build_flow(config, seed=1).double()

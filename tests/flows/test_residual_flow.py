@@ -90,7 +90,7 @@ def test_point_density_is_exactly_invariant(group: str) -> None:
     assert equivariance_error(flow, x) <= 1e-4
 
 
-@pytest.mark.parametrize("group", GRID_GROUPS + ["C8", "D8", "SO2", "O2"])
+@pytest.mark.parametrize("group", [*GRID_GROUPS, "C8", "D8", "SO2", "O2"])
 def test_image_density_is_exactly_invariant_on_the_grid(group: str) -> None:
     flow = image_flow(group)
     x = image_batch(flow, n=4)
