@@ -9,6 +9,7 @@ from flows.build import build_flow
 from flows.config import FlowConfig, LogDetEstimatorConfig, TrainConfig
 from flows.errors import FlowError, InverseNotConverged, TrainingDiverged
 from flows.flow import Flow, InverseReport
+from flows.training import TrainCallbacks, TrainResult, train
 
 __all__ = [
     "Flow",
@@ -17,7 +18,10 @@ __all__ = [
     "InverseNotConverged",
     "InverseReport",
     "LogDetEstimatorConfig",
+    "TrainCallbacks",
     "TrainConfig",
+    "TrainResult",
     "TrainingDiverged",
     "build_flow",
+    "train",
 ]

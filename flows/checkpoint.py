@@ -13,6 +13,7 @@ log-densities.
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "save_checkpoint",
 ]
 
+logger = logging.getLogger(__name__)
 FORMAT = "efnf-checkpoint/1"
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -175,4 +177,15 @@ def load_flow(blob: bytes, device: str | torch.device = "cpu") -> Flow:
         raise CheckpointError(
             f"checkpoint weights do not fit its configuration: {error}"
         ) from None
-    return flow.to(device).eval()
+    flow.eval()
+    # A checkpoint taken mid-training may hold power-iteration vectors that have not converged,
+    # so its weights can exceed the bound slightly; serving needs the bound (and the inverse its
+    # contraction), so such a flow is refreshed. Final checkpoints are refreshed already.
+    coeff = info.flow_config.lipschitz_coeff
+    largest = flow.audit_lipschitz()
+    if largest > coeff * (1.0 + 1e-4):
+        logger.warning(
+            "checkpoint sigma %.6f exceeds c=%.4f; refreshing the bounds", largest, coeff
+        )
+        flow.refresh_lipschitz()
+    return flow.to(device)

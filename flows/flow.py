@@ -200,6 +200,10 @@ class Flow(torch.nn.Module):
             (layer.refresh(rtol, max_iter) for layer in self.lipschitz_layers()), default=0.0
         )
 
+    def audit_lipschitz(self) -> float:
+        """The largest converged sigma of the weights in use, without changing the flow."""
+        return max((layer.converged_sigma() for layer in self.lipschitz_layers()), default=0.0)
+
     def export(self) -> Flow:
         """A copy whose sub-networks are plain torch modules (no escnn types), for serving.
 

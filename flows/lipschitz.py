@@ -102,6 +102,23 @@ class LipschitzLayer(enn.EquivariantModule):
         return min(current, self.coeff)
 
     @torch.no_grad()
+    def converged_sigma(self, rtol: float = 1e-6, max_iter: int = 5000) -> float:
+        """sigma of the weight forward uses now, by power iteration on a copy of the vector.
+
+        Unlike :meth:`refresh` this changes nothing, so it can audit a loaded model.
+        """
+        weight, _ = self.effective_parameters()
+        u, previous = self.u.clone(), 0.0
+        for _ in range(max_iter):
+            u = self.apply_adjoint(weight, self.apply_weight(weight, u))
+            u = u / u.norm().clamp_min(1e-30)
+            current = float(self.apply_weight(weight, u).norm())
+            if abs(current - previous) <= rtol * max(current, 1e-30):
+                break
+            previous = current
+        return current
+
+    @torch.no_grad()
     def effective_sigma(self) -> float:
         """sigma of the weight used by forward, estimated from the stored vector."""
         weight, _ = self.effective_parameters()
