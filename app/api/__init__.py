@@ -1,0 +1,1 @@
+"""HTTP layer: schemas, dependencies, error envelopes and one router per resource."""

@@ -1,0 +1,47 @@
+"""Dependencies of the routes: settings, a database session, the tenant, the broker, the cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from app.db.session import session_factory
+from app.model_cache import ModelCache
+from app.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session per request; routes commit their writes explicitly, the rest is rolled back."""
+    session = session_factory(request.app.state.settings.database_url)()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def get_owner(settings: Annotated[Settings, Depends(get_settings)]) -> str:
+    """The tenant of the request: the single default tenant until API keys arrive."""
+    return settings.default_owner
+
+
+def get_celery(request: Request) -> Celery:
+    return request.app.state.celery
+
+
+def get_model_cache(request: Request) -> ModelCache:
+    return request.app.state.model_cache
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+OwnerDep = Annotated[str, Depends(get_owner)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]

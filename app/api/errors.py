@@ -1,0 +1,111 @@
+"""Error envelopes: every failure is JSON ``{"message", "field", "errors"}``.
+
+Validation errors (pydantic, the library's ``DataError`` and ``ValueError`` from config checks)
+become 422 with the dotted path of the field; missing rows 404; state conflicts 409.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api.schemas import ErrorItem, ErrorOut
+from app.db.crud import ConflictError
+
+logger = logging.getLogger(__name__)
+
+REQUEST_LOCATIONS = ("body", "query", "path", "header", "form", "file")
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, a message and the field it concerns."""
+
+    def __init__(self, status_code: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.field = field
+
+
+def not_found(what: str, identifier: str, field: str) -> ApiError:
+    """404 naming the path parameter: ``dataset_id 'ds_x': no such data set``."""
+    return ApiError(404, f"{field} {identifier!r}: no such {what}", field)
+
+
+def field_path(loc: Sequence[Any], prefix: str | None = None) -> str:
+    """``("body", "flow", "data_shape")`` -> ``"flow.data_shape"``."""
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in REQUEST_LOCATIONS:
+        parts = parts[1:]
+    if prefix:
+        parts = [prefix, *parts]
+    return ".".join(parts) or (prefix or "body")
+
+
+def _error_items(errors: Iterable[dict[str, Any]], prefix: str | None) -> list[ErrorItem]:
+    items = []
+    for error in errors:
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        items.append(ErrorItem(field=field_path(error.get("loc", ()), prefix), message=message))
+    return items
+
+
+def validation_error(
+    errors: Iterable[dict[str, Any]], prefix: str | None = None, status_code: int = 422
+) -> JSONResponse:
+    items = _error_items(errors, prefix)
+    first = items[0] if items else ErrorItem(field=prefix, message="invalid request")
+    body = ErrorOut(message=f"{first.field}: {first.message}", field=first.field, errors=items)
+    return JSONResponse(status_code=status_code, content=body.model_dump())
+
+
+def error_response(status_code: int, message: str, field: str | None = None) -> JSONResponse:
+    items = [ErrorItem(field=field, message=message)]
+    body = ErrorOut(message=message, field=field, errors=items)
+    return JSONResponse(status_code=status_code, content=body.model_dump())
+
+
+class PydanticBodyError(Exception):
+    """A pydantic error raised while validating a body parsed by hand (under ``prefix``)."""
+
+    def __init__(self, error: ValidationError, prefix: str | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.prefix = prefix
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_error(exc.errors())
+
+    @app.exception_handler(PydanticBodyError)
+    async def _body_validation(_: Request, exc: PydanticBodyError) -> JSONResponse:
+        return validation_error(exc.error.errors(), exc.prefix)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status_code, exc.message, exc.field)
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
+        return error_response(409, str(exc), exc.field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = error_response(exc.status_code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, f"internal error: {type(exc).__name__}")

@@ -1,0 +1,169 @@
+"""``/v1/datasets``: upload or generate data sets, list, inspect, preview, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+
+from app.api.deps import OwnerDep, SessionDep, SettingsDep
+from app.api.errors import ApiError, not_found
+from app.api.schemas import BuiltinDatasetIn, DatasetList, DatasetOut, ErrorOut
+from app.db import crud
+from app.db.blobs import array_to_npy, npy_to_array
+from app.db.models import Dataset as DatasetRow
+from app.previews import preview_png
+from app.settings import Settings
+from flows.data import BUILTIN_DATASETS, DataError, Dataset, load_builtin, read_dataset_file
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+UPLOAD_CHUNK = 1024 * 1024
+ERRORS = {
+    404: {"model": ErrorOut},
+    409: {"model": ErrorOut},
+    413: {"model": ErrorOut},
+    422: {"model": ErrorOut},
+}
+
+
+def _read_upload(file: UploadFile, limit: int) -> bytes:
+    chunks, size = [], 0
+    while chunk := file.file.read(UPLOAD_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(
+                413, f"file is larger than {limit} bytes (EFNF_MAX_UPLOAD_BYTES)", "file"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _store(
+    session: SessionDep,
+    settings: Settings,
+    owner: str,
+    dataset: Dataset,
+    name: str,
+    source: str,
+    source_params: dict,
+) -> DatasetRow:
+    if dataset.count > settings.max_dataset_items:
+        raise ApiError(
+            422,
+            f"data set has {dataset.count} items; at most {settings.max_dataset_items} are "
+            "allowed (EFNF_MAX_DATASET_ITEMS)",
+            "file",
+        )
+    row = crud.create_dataset(
+        session,
+        owner=owner,
+        name=name,
+        kind=dataset.kind,
+        shape=list(dataset.shape),
+        count=dataset.count,
+        dtype=str(dataset.dtype),
+        checksum=dataset.checksum(),
+        source=source,
+        source_params=source_params,
+        array_blob=array_to_npy(dataset.array),
+    )
+    session.commit()
+    return row
+
+
+@router.post("", status_code=201, response_model=DatasetOut, responses=ERRORS)
+def upload_dataset(
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    file: Annotated[
+        UploadFile, File(description=".npy, .npz or .csv of points, or a .zip of PNG images.")
+    ],
+    name: Annotated[
+        str | None, Form(max_length=200, description="Default: the file name.")
+    ] = None,
+) -> DatasetOut:
+    """Uploads a data set file; it is parsed, validated and stored as one normalised array."""
+    filename = file.filename or ""
+    content = _read_upload(file, settings.max_upload_bytes)
+    try:
+        dataset = read_dataset_file(content, filename, max_bytes=settings.max_upload_bytes)
+    except DataError as error:
+        raise ApiError(422, f"file {filename!r}: {error}", "file") from error
+    row = _store(session, settings, owner, dataset, name or filename, f"upload:{filename}", {})
+    return DatasetOut.from_row(row)
+
+
+@router.post("/builtin", status_code=201, response_model=DatasetOut, responses=ERRORS)
+def create_builtin_dataset(
+    body: BuiltinDatasetIn, session: SessionDep, settings: SettingsDep, owner: OwnerDep
+) -> DatasetOut:
+    """Generates one of the built-in data sets (toy 2-D densities, small image sets)."""
+    if body.name not in BUILTIN_DATASETS:
+        raise ApiError(
+            422,
+            f"name {body.name!r} is not a built-in data set; choose one of "
+            f"{sorted(BUILTIN_DATASETS)}",
+            "name",
+        )
+    if body.n is not None and body.n > settings.max_builtin_items:
+        raise ApiError(
+            422,
+            f"n {body.n} is above the limit {settings.max_builtin_items} (EFNF_MAX_BUILTIN_ITEMS)",
+            "n",
+        )
+    try:
+        dataset = load_builtin(body.name, n=body.n, seed=body.seed)
+    except DataError as error:
+        raise ApiError(422, str(error), "name") from error
+    params = body.model_dump()
+    row = _store(session, settings, owner, dataset, body.name, "builtin", params)
+    return DatasetOut.from_row(row)
+
+
+@router.get("", response_model=DatasetList)
+def list_datasets(
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DatasetList:
+    limit = min(limit, settings.page_size_max)
+    rows = crud.list_datasets(session, owner, limit, offset)
+    return DatasetList(
+        items=[DatasetOut.from_row(row) for row in rows], limit=limit, offset=offset
+    )
+
+
+def _dataset_or_404(session: SessionDep, owner: str, dataset_id: str) -> DatasetRow:
+    row = crud.get_dataset(session, owner, dataset_id)
+    if row is None:
+        raise not_found("data set", dataset_id, "dataset_id")
+    return row
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=ERRORS)
+def get_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> DatasetOut:
+    return DatasetOut.from_row(_dataset_or_404(session, owner, dataset_id))
+
+
+@router.delete("/{dataset_id}", status_code=204, responses=ERRORS)
+def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+    """Deletes a data set; refused (409) while a queued or running job uses it."""
+    crud.delete_dataset(session, _dataset_or_404(session, owner, dataset_id))
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{dataset_id}/preview.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **ERRORS},
+)
+def preview_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+    """A picture of the data: a grid of the first images, or a scatter plot of the points."""
+    row = _dataset_or_404(session, owner, dataset_id)
+    array = npy_to_array(crud.dataset_array_blob(session, row.id))
+    return Response(preview_png(array, row.kind), media_type="image/png")

@@ -1,0 +1,144 @@
+"""``/v1/jobs``: submit training jobs, watch their progress and metrics, cancel them."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from app.api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
+from app.api.errors import ApiError, not_found
+from app.api.schemas import ErrorItem, ErrorOut, JobIn, JobList, JobOut, MetricPoint, MetricsOut
+from app.broker import enqueue_training
+from app.db import crud, lifecycle
+from app.db.models import Job
+from app.settings import Settings
+from flows.config import check_data_compatible
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+ERRORS = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+FIELD_IN_MESSAGE = re.compile(r"^((?:flow|training)\.[a-z_]+)")
+
+
+def _limit_errors(body: JobIn, settings: Settings) -> list[ErrorItem]:
+    checks = [
+        ("training.steps", body.training.steps, settings.max_steps, "EFNF_MAX_STEPS"),
+        (
+            "training.batch_size",
+            body.training.batch_size,
+            settings.max_batch_size,
+            "EFNF_MAX_BATCH_SIZE",
+        ),
+        ("flow.width", body.flow.width, settings.max_width, "EFNF_MAX_WIDTH"),
+        ("flow.depth", body.flow.depth, settings.max_depth, "EFNF_MAX_DEPTH"),
+    ]
+    return [
+        ErrorItem(
+            field=field,
+            message=f"{field} {value} is above this service's limit {limit} ({variable})",
+        )
+        for field, value, limit, variable in checks
+        if value > limit
+    ]
+
+
+def _validate_against_dataset(session: SessionDep, owner: str, body: JobIn) -> None:
+    dataset = crud.get_dataset(session, owner, body.dataset_id)
+    if dataset is None:
+        raise ApiError(422, f"dataset_id {body.dataset_id!r}: no such data set", "dataset_id")
+    try:
+        check_data_compatible(body.flow, dataset.kind, tuple(dataset.shape))
+    except ValueError as error:
+        match = FIELD_IN_MESSAGE.match(str(error))
+        raise ApiError(422, str(error), match.group(1) if match else "flow") from error
+
+
+@router.post("", status_code=202, response_model=JobOut, responses=ERRORS)
+def submit_job(
+    body: JobIn,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    celery: CeleryDep,
+) -> JobOut:
+    """Queues a training job; the flow config is checked against the data set first."""
+    limit_errors = _limit_errors(body, settings)
+    if limit_errors:
+        first = limit_errors[0]
+        raise ApiError(422, first.message, first.field)
+    _validate_against_dataset(session, owner, body)
+    job = crud.create_job(
+        session,
+        owner=owner,
+        dataset_id=body.dataset_id,
+        flow_config=body.flow.model_dump(mode="json"),
+        train_config=body.training.model_dump(mode="json"),
+        total_steps=body.training.steps,
+    )
+    lifecycle.mark_enqueued(session, job.id)
+    session.commit()
+    try:
+        enqueue_training(celery, settings, job.id)
+    except Exception as error:
+        logger.warning("job %s saved but not sent (%s); the reaper will send it", job.id, error)
+        lifecycle.mark_unsent(session, job.id)
+        session.commit()
+    session.refresh(job)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobOut.from_row(job)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+    dataset_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    limit = min(limit, settings.page_size_max)
+    rows = crud.list_jobs(session, owner, limit, offset, state=state, dataset_id=dataset_id)
+    return JobList(items=[JobOut.from_row(row) for row in rows], limit=limit, offset=offset)
+
+
+def _job_or_404(session: SessionDep, owner: str, job_id: str) -> Job:
+    job = crud.get_job(session, owner, job_id)
+    if job is None:
+        raise not_found("job", job_id, "job_id")
+    return job
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
+def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
+    """State, step/total, progress %, ETA, latest metrics and the error reason, if any."""
+    return JobOut.from_row(_job_or_404(session, owner, job_id))
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsOut, responses=ERRORS)
+def get_job_metrics(
+    job_id: str,
+    session: SessionDep,
+    owner: OwnerDep,
+    after_step: Annotated[int | None, Query(ge=0, description="Only steps after this.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> MetricsOut:
+    """The metric history by step (ascending); page with ``after_step``."""
+    job = _job_or_404(session, owner, job_id)
+    rows = crud.list_metrics(session, job.id, after_step, limit)
+    return MetricsOut(job_id=job.id, items=[MetricPoint.from_row(row) for row in rows])
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut, responses=ERRORS)
+def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
+    """Cancels a queued job at once, or asks the worker to stop a running one (it checkpoints)."""
+    job = crud.request_cancel(session, _job_or_404(session, owner, job_id))
+    session.commit()
+    return JobOut.from_row(job)

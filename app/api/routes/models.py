@@ -1,0 +1,310 @@
+"""``/v1/models``: a job's newest checkpoint as a model to inspect, score, sample, download.
+
+A model's id is the id of the job that trains it; while the job runs, the model is its newest
+checkpoint, and once it has finished, its final one.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.orm import Session
+
+from app.api.deps import ModelCacheDep, OwnerDep, SessionDep, SettingsDep
+from app.api.errors import ApiError, PydanticBodyError, not_found
+from app.api.schemas import ErrorOut, ModelOut, SampleIn, SamplesOut, ScoreIn, ScoreOut
+from app.db import crud
+from app.db.blobs import clean_metrics
+from app.db.models import Checkpoint, Job
+from app.db.session import session_factory
+from app.inputs import json_batch, png_batch
+from app.model_cache import LoadedModel, ModelCache
+from app.previews import preview_png
+from app.settings import Settings
+from flows.data import DataError
+from flows.errors import InverseNotConverged
+from flows.scoring import sample_array, score
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+ERRORS = {
+    404: {"model": ErrorOut},
+    409: {"model": ErrorOut},
+    413: {"model": ErrorOut},
+    422: {"model": ErrorOut},
+}
+
+
+class ScoreForm(BaseModel):
+    """The form fields that come with uploaded PNG images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["auto", "exact", "estimate"] = "auto"
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+
+SCORE_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": ScoreIn.model_json_schema()},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["files"],
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "PNG images of the model's size, one item each.",
+                    },
+                    "method": {"type": "string", "enum": ["auto", "exact", "estimate"]},
+                    "seed": {"type": "integer", "minimum": 0},
+                },
+            }
+        },
+    },
+}
+
+
+@dataclass
+class ScoreRequest:
+    """A parsed scoring request: JSON ``inputs`` or PNG ``files`` (name, bytes)."""
+
+    field: Literal["inputs", "files"]
+    inputs: list[Any]
+    method: str
+    seed: int
+
+
+@dataclass
+class ResolvedModel:
+    job: Job
+    checkpoint: Checkpoint
+    loaded: LoadedModel
+
+
+def _newest_checkpoint(session: Session, owner: str, model_id: str) -> tuple[Job, Checkpoint]:
+    """The model's job and its newest checkpoint (404 if either is missing)."""
+    job = crud.get_job(session, owner, model_id)
+    if job is None:
+        raise not_found("model", model_id, "model_id")
+    checkpoint = crud.newest_checkpoint(session, job.id)
+    if checkpoint is None:
+        raise ApiError(
+            404,
+            f"model_id {model_id!r} has no checkpoint yet (job {job.state} at step {job.step})",
+            "model_id",
+        )
+    return job, checkpoint
+
+
+def _checkpoint_blob(session: Session, checkpoint: Checkpoint) -> bytes:
+    blob = crud.checkpoint_blob(session, checkpoint.id)
+    if blob is None:
+        raise ApiError(409, "the checkpoint was replaced by a newer one; retry", "model_id")
+    return blob
+
+
+def _resolve(session: Session, owner: str, model_id: str, cache: ModelCache) -> ResolvedModel:
+    job, checkpoint = _newest_checkpoint(session, owner, model_id)
+    loaded = cache.get(checkpoint.id, lambda: _checkpoint_blob(session, checkpoint))
+    return ResolvedModel(job, checkpoint, loaded)
+
+
+@router.get("/{model_id}", response_model=ModelOut, responses=ERRORS)
+def get_model(
+    model_id: str, session: SessionDep, owner: OwnerDep, cache: ModelCacheDep
+) -> ModelOut:
+    """The model's configuration, training step and metrics of its checkpoint."""
+    model = _resolve(session, owner, model_id, cache)
+    info = model.loaded.info
+    return ModelOut.from_rows(
+        model.job,
+        model.checkpoint,
+        info.flow_config,
+        info.train_config,
+        clean_metrics(info.metrics or {}),
+    )
+
+
+def _tolist(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else [float(value) for value in np.asarray(values).ravel()]
+
+
+def _score(
+    settings: Settings,
+    owner: str,
+    cache: ModelCache,
+    model_id: str,
+    request: ScoreRequest,
+) -> ScoreOut:
+    with session_factory(settings.database_url)() as session:
+        model = _resolve(session, owner, model_id, cache)
+    field = request.field
+    try:
+        if field == "files":
+            batch = png_batch(request.inputs, settings.max_upload_bytes)
+        else:
+            batch = json_batch(request.inputs)
+        with model.loaded.lock:
+            result = score(model.loaded.flow, batch, method=request.method, seed=request.seed)
+    except DataError as error:
+        message = str(error)
+        if not message.startswith(field):
+            message = f"{field}: {message}"
+        raise ApiError(422, message, field) from error
+    return ScoreOut(
+        model_id=model.job.id,
+        checkpoint_id=model.checkpoint.id,
+        step=model.checkpoint.step,
+        method=result.method,
+        count=len(result.log_prob),
+        log_prob=_tolist(result.log_prob),
+        stderr=_tolist(result.stderr),
+        bits_per_dim=_tolist(result.bits_per_dim),
+    )
+
+
+async def _score_request_from_form(request: Request, settings: Settings) -> ScoreRequest:
+    form = await request.form(max_files=settings.max_score_items, max_fields=16)
+    uploads = [item for item in form.getlist("files") if not isinstance(item, str)]
+    if not uploads:
+        raise ApiError(422, "files: upload at least one PNG image as 'files'", "files")
+    try:
+        fields = ScoreForm.model_validate(
+            {key: form[key] for key in ("method", "seed") if key in form}
+        )
+    except ValidationError as error:
+        raise PydanticBodyError(error) from error
+    files, total = [], 0
+    for upload in uploads:
+        content = await upload.read()
+        total += len(content)
+        if total > settings.max_upload_bytes:
+            raise ApiError(413, f"files exceed {settings.max_upload_bytes} bytes", "files")
+        files.append((upload.filename or "image.png", content))
+    return ScoreRequest("files", files, fields.method, fields.seed)
+
+
+@router.post(
+    "/{model_id}/log-prob",
+    response_model=ScoreOut,
+    responses=ERRORS,
+    openapi_extra={"requestBody": SCORE_REQUEST_BODY},
+)
+async def log_prob(
+    model_id: str,
+    request: Request,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    cache: ModelCacheDep,
+) -> ScoreOut:
+    """Scores a batch: JSON ``{"inputs": [...]}`` or multipart PNG ``files``.
+
+    Returns per-item log-likelihood, bits/dim for images, the method used (``exact`` or
+    ``estimate``) and a standard error when estimated.
+    """
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        score_request = await _score_request_from_form(request, settings)
+    else:
+        raw = await request.body()
+        if len(raw) > settings.max_upload_bytes:
+            raise ApiError(413, f"body exceeds {settings.max_upload_bytes} bytes", "inputs")
+        try:
+            body = ScoreIn.model_validate_json(raw or b"{}")
+        except ValidationError as error:
+            raise PydanticBodyError(error) from error
+        score_request = ScoreRequest("inputs", body.inputs, body.method, body.seed)
+    count = len(score_request.inputs)
+    if count > settings.max_score_items:
+        field = score_request.field
+        raise ApiError(
+            422,
+            f"{field}: {count} items; at most {settings.max_score_items} per request "
+            "(EFNF_MAX_SCORE_ITEMS)",
+            field,
+        )
+    return await run_in_threadpool(_score, settings, owner, cache, model_id, score_request)
+
+
+@router.post(
+    "/{model_id}/samples",
+    response_model=SamplesOut,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}, "image/png": {}},
+            "description": "JSON arrays, a .npy file or a PNG picture, by `format`.",
+        },
+        **ERRORS,
+    },
+)
+def samples(
+    model_id: str,
+    body: SampleIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    cache: ModelCacheDep,
+) -> Any:
+    """Draws ``n`` samples as JSON, a NumPy ``.npy`` file, or a PNG (image grid / scatter)."""
+    if body.n > settings.max_samples:
+        raise ApiError(
+            422, f"n {body.n} is above the limit {settings.max_samples} (EFNF_MAX_SAMPLES)", "n"
+        )
+    model = _resolve(session, owner, model_id, cache)
+    session.close()
+    try:
+        with model.loaded.lock:
+            array = sample_array(
+                model.loaded.flow, body.n, seed=body.seed, temperature=body.temperature
+            )
+    except InverseNotConverged as error:
+        raise ApiError(
+            422, f"temperature {body.temperature}: sampling failed, {error}", "temperature"
+        ) from error
+    kind = "points" if model.loaded.info.flow_config.is_points else "images"
+    headers = {"X-Efnf-Checkpoint-Id": model.checkpoint.id}
+    if body.format == "npy":
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=False)
+        headers["Content-Disposition"] = 'attachment; filename="samples.npy"'
+        return Response(buffer.getvalue(), media_type="application/octet-stream", headers=headers)
+    if body.format == "png":
+        return Response(preview_png(array, kind), media_type="image/png", headers=headers)
+    return SamplesOut(
+        model_id=model.job.id,
+        checkpoint_id=model.checkpoint.id,
+        step=model.checkpoint.step,
+        n=body.n,
+        seed=body.seed,
+        temperature=body.temperature,
+        kind=kind,
+        shape=list(array.shape),
+        dtype=str(array.dtype),
+        samples=array.tolist(),
+    )
+
+
+@router.get(
+    "/{model_id}/checkpoint",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS},
+)
+def download_checkpoint(model_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+    """The weights as one safetensors file; the flow and training configs are in its metadata."""
+    _, checkpoint = _newest_checkpoint(session, owner, model_id)
+    blob = _checkpoint_blob(session, checkpoint)
+    headers = {
+        "Content-Disposition": 'attachment; filename="model.safetensors"',
+        "ETag": f'"{checkpoint.sha256}"',
+        "X-Efnf-Checkpoint-Id": checkpoint.id,
+        "X-Efnf-Step": str(checkpoint.step),
+    }
+    return Response(blob, media_type="application/octet-stream", headers=headers)

@@ -1,0 +1,258 @@
+"""Request and response bodies of the REST API; flow and training configs are the library's."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.db.base import utcnow
+from app.db.models import Checkpoint, Dataset, Job, Metric
+from flows import FlowConfig, TrainConfig
+
+
+class ErrorItem(BaseModel):
+    field: str | None = Field(None, description="Dotted path of the offending field.")
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """Every error response: a message that names the field, and the individual errors."""
+
+    message: str
+    field: str | None = None
+    errors: list[ErrorItem] = Field(default_factory=list)
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "unavailable"]
+    database: str
+    broker: str
+    schema_revision: str | None = None
+    queued_messages: int | None = None
+
+
+class DatasetOut(BaseModel):
+    id: str
+    name: str
+    kind: Literal["images", "points"]
+    shape: list[int] = Field(description="Shape of one item: [D] or [C, H, W].")
+    count: int
+    dtype: str
+    checksum: str
+    size_bytes: int
+    source: str
+    source_params: dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Dataset) -> DatasetOut:
+        return cls(
+            id=row.id,
+            name=row.name,
+            kind=row.kind,
+            shape=list(row.shape),
+            count=row.count,
+            dtype=row.dtype,
+            checksum=row.checksum,
+            size_bytes=row.size_bytes,
+            source=row.source,
+            source_params=row.source_params or {},
+            created_at=row.created_at,
+        )
+
+
+class DatasetList(BaseModel):
+    items: list[DatasetOut]
+    limit: int
+    offset: int
+
+
+class BuiltinDatasetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="A built-in data set, e.g. eight_gaussians, rings, digits.")
+    n: int | None = Field(None, ge=1, description="Number of items (default: the set's own).")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+
+class JobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: str
+    flow: FlowConfig
+    training: TrainConfig = Field(default_factory=TrainConfig)
+
+
+class JobOut(BaseModel):
+    id: str
+    dataset_id: str | None
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    step: int
+    total_steps: int
+    progress: float = Field(description="Percent of steps done, 0 to 100.")
+    eta_seconds: float | None = Field(
+        None, description="Estimated seconds left, from this attempt's speed."
+    )
+    attempts: int
+    cancel_requested: bool
+    error: str | None
+    latest_metrics: dict[str, float | None] | None
+    flow: FlowConfig
+    training: TrainConfig
+    worker: str | None
+    created_at: datetime
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Job) -> JobOut:
+        return cls(
+            id=row.id,
+            dataset_id=row.dataset_id,
+            state=row.state,
+            step=row.step,
+            total_steps=row.total_steps,
+            progress=round(100.0 * min(row.step, row.total_steps) / row.total_steps, 2),
+            eta_seconds=_eta_seconds(row),
+            attempts=row.attempts,
+            cancel_requested=row.cancel_requested,
+            error=row.error,
+            latest_metrics=row.latest_metrics,
+            flow=FlowConfig.model_validate(row.flow_config),
+            training=TrainConfig.model_validate(row.train_config),
+            worker=row.worker,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            heartbeat_at=row.heartbeat_at,
+            finished_at=row.finished_at,
+        )
+
+
+def _eta_seconds(row: Job) -> float | None:
+    if row.state != "running" or row.attempt_started_at is None:
+        return None
+    done = row.step - row.attempt_start_step
+    if done <= 0:
+        return None
+    elapsed = (utcnow() - row.attempt_started_at).total_seconds()
+    return round(max(row.total_steps - row.step, 0) * elapsed / done, 1)
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    limit: int
+    offset: int
+
+
+class MetricPoint(BaseModel):
+    step: int
+    values: dict[str, float | None]
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Metric) -> MetricPoint:
+        return cls(step=row.step, values=row.values, created_at=row.created_at)
+
+
+class MetricsOut(BaseModel):
+    job_id: str
+    items: list[MetricPoint] = Field(description="Metrics by step, ascending.")
+
+
+class ModelOut(BaseModel):
+    id: str = Field(description="The model's id: the id of the job that trained it.")
+    job_id: str
+    job_state: str
+    checkpoint_id: str
+    step: int
+    final: bool = Field(description="True when training finished; else the newest checkpoint.")
+    kind: Literal["images", "points"]
+    data_shape: list[int]
+    flow: FlowConfig
+    training: TrainConfig | None
+    metrics: dict[str, float | None]
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+
+    @classmethod
+    def from_rows(
+        cls,
+        job: Job,
+        checkpoint: Checkpoint,
+        flow: FlowConfig,
+        training: TrainConfig | None,
+        metrics: dict[str, float | None],
+    ) -> ModelOut:
+        return cls(
+            id=job.id,
+            job_id=job.id,
+            job_state=job.state,
+            checkpoint_id=checkpoint.id,
+            step=checkpoint.step,
+            final=checkpoint.final,
+            kind="points" if flow.is_points else "images",
+            data_shape=list(flow.data_shape),
+            flow=flow,
+            training=training,
+            metrics=metrics,
+            size_bytes=checkpoint.size_bytes,
+            sha256=checkpoint.sha256,
+            created_at=checkpoint.created_at,
+        )
+
+
+class ScoreIn(BaseModel):
+    """A batch to score, as JSON: points ``[[x, y], ...]`` or images ``[[[[...]]]]`` (B, C, H, W).
+
+    Image values that are all integers are 8-bit levels (0-255); any number written with a
+    fraction makes them intensities in [0, 1].
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any] = Field(min_length=1, description="The batch: (B, D) or (B, C, H, W).")
+    method: Literal["auto", "exact", "estimate"] = "auto"
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the estimator's probes.")
+
+
+class ScoreOut(BaseModel):
+    model_id: str
+    checkpoint_id: str
+    step: int
+    method: Literal["exact", "estimate"]
+    count: int
+    log_prob: list[float] = Field(description="Per-item log-likelihood (nats).")
+    stderr: list[float] | None = Field(None, description="Standard error when estimated.")
+    bits_per_dim: list[float] | None = Field(None, description="Per-item bits/dim (images).")
+
+
+class SampleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(16, ge=1, description="Number of samples.")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Scales the base density.")
+    format: Literal["json", "npy", "png"] = Field(
+        "json", description="json: arrays; npy: a NumPy file; png: a grid image or a scatter."
+    )
+
+
+class SamplesOut(BaseModel):
+    model_id: str
+    checkpoint_id: str
+    step: int
+    n: int
+    seed: int
+    temperature: float
+    kind: Literal["images", "points"]
+    shape: list[int] = Field(description="Shape of the whole array.")
+    dtype: str
+    samples: list[Any]

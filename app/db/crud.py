@@ -1,0 +1,181 @@
+"""Queries of the API: every read and write is scoped to an owner (tenant)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.db.base import new_id, utcnow
+from app.db.models import ACTIVE_JOB_STATES, Checkpoint, Dataset, Job, Metric
+
+
+class ConflictError(Exception):
+    """The request conflicts with the current state of a row (HTTP 409)."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def create_dataset(
+    session: Session,
+    *,
+    owner: str,
+    name: str,
+    kind: str,
+    shape: Sequence[int],
+    count: int,
+    dtype: str,
+    checksum: str,
+    source: str,
+    source_params: dict[str, Any],
+    array_blob: bytes,
+) -> Dataset:
+    dataset = Dataset(
+        id=new_id("ds"),
+        owner=owner,
+        name=name,
+        kind=kind,
+        shape=list(shape),
+        count=count,
+        dtype=dtype,
+        checksum=checksum,
+        source=source,
+        source_params=source_params,
+        size_bytes=len(array_blob),
+        array=array_blob,
+    )
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+def list_datasets(session: Session, owner: str, limit: int, offset: int) -> list[Dataset]:
+    query = (
+        select(Dataset)
+        .where(Dataset.owner == owner)
+        .order_by(Dataset.created_at.desc(), Dataset.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(session.scalars(query))
+
+
+def get_dataset(session: Session, owner: str, dataset_id: str) -> Dataset | None:
+    return session.scalar(select(Dataset).where(Dataset.id == dataset_id, Dataset.owner == owner))
+
+
+def dataset_array_blob(session: Session, dataset_id: str) -> bytes:
+    return session.scalar(select(Dataset.array).where(Dataset.id == dataset_id))
+
+
+def count_active_jobs(session: Session, dataset_id: str) -> int:
+    return session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.dataset_id == dataset_id, Job.state.in_(ACTIVE_JOB_STATES))
+    )
+
+
+def delete_dataset(session: Session, dataset: Dataset) -> None:
+    """Deletes ``dataset``; refused while a queued or running job uses it."""
+    active = count_active_jobs(session, dataset.id)
+    if active:
+        raise ConflictError(
+            f"dataset_id {dataset.id!r} is used by {active} queued or running job(s); "
+            "cancel them or wait for them to finish",
+            "dataset_id",
+        )
+    session.delete(dataset)
+
+
+def create_job(
+    session: Session,
+    *,
+    owner: str,
+    dataset_id: str,
+    flow_config: dict[str, Any],
+    train_config: dict[str, Any],
+    total_steps: int,
+) -> Job:
+    job = Job(
+        id=new_id("job"),
+        owner=owner,
+        dataset_id=dataset_id,
+        state="queued",
+        flow_config=flow_config,
+        train_config=train_config,
+        step=0,
+        total_steps=total_steps,
+        attempts=0,
+        cancel_requested=False,
+        attempt_start_step=0,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def list_jobs(
+    session: Session,
+    owner: str,
+    limit: int,
+    offset: int,
+    state: str | None = None,
+    dataset_id: str | None = None,
+) -> list[Job]:
+    query = select(Job).where(Job.owner == owner)
+    if state is not None:
+        query = query.where(Job.state == state)
+    if dataset_id is not None:
+        query = query.where(Job.dataset_id == dataset_id)
+    query = query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    return list(session.scalars(query))
+
+
+def get_job(session: Session, owner: str, job_id: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.id == job_id, Job.owner == owner))
+
+
+def request_cancel(session: Session, job: Job) -> Job:
+    """Cancels a queued job at once; asks the worker to stop a running one."""
+    if job.state == "queued":
+        job.state = "cancelled"
+        job.cancel_requested = True
+        job.finished_at = utcnow()
+    elif job.state == "running":
+        job.cancel_requested = True
+    else:
+        raise ConflictError(
+            f"job_id {job.id!r} is already {job.state}; only queued or running jobs can be "
+            "cancelled",
+            "job_id",
+        )
+    session.flush()
+    return job
+
+
+def list_metrics(
+    session: Session, job_id: str, after_step: int | None, limit: int
+) -> list[Metric]:
+    query = select(Metric).where(Metric.job_id == job_id)
+    if after_step is not None:
+        query = query.where(Metric.step > after_step)
+    return list(session.scalars(query.order_by(Metric.step).limit(limit)))
+
+
+def newest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
+    """The job's newest checkpoint, without its blob."""
+    return session.scalar(
+        select(Checkpoint)
+        .where(Checkpoint.job_id == job_id)
+        .order_by(Checkpoint.step.desc())
+        .limit(1)
+    )
+
+
+def checkpoint_blob(session: Session, checkpoint_id: str) -> bytes:
+    return session.scalar(select(Checkpoint.blob).where(Checkpoint.id == checkpoint_id))

@@ -1,0 +1,307 @@
+"""The job state machine as seen by workers and the reaper.
+
+The job row is the only truth. A worker *claims* a job with one conditional UPDATE that bumps
+``attempts``; that attempt number is its fencing token, and every later write (heartbeat,
+metrics, checkpoints, the final state) is conditional on it, so a worker that lost its claim
+(stale heartbeat, re-delivered message) can no longer change the job.
+
+States: queued -> running -> succeeded | failed | cancelled; running -> queued (reaper).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import Table, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.db.base import new_id, utcnow
+from app.db.blobs import clean_metrics
+from app.db.models import Checkpoint, Job, Metric
+
+
+class ClaimOutcome(Enum):
+    CLAIMED = "claimed"
+    MISSING = "missing"
+    FINISHED = "finished"
+    BUSY = "busy"
+    EXHAUSTED = "exhausted"
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: ClaimOutcome
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class Beat:
+    owned: bool
+    cancel_requested: bool
+
+
+def insert_ignoring_duplicates(
+    session: Session, table: Table, values: dict[str, Any], keys: list[str]
+) -> bool:
+    """Inserts a row unless one with the same ``keys`` exists; True when it inserted."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+    return session.execute(statement).rowcount == 1
+
+
+def _owned(job_id: str, attempt: int) -> Any:
+    """The condition that ``attempt`` still owns the job."""
+    return (Job.id == job_id) & (Job.attempts == attempt) & (Job.state == "running")
+
+
+def _stale(stale_before: datetime) -> Any:
+    """Running, but no heartbeat since ``stale_before``: its worker is presumed dead."""
+    return (Job.state == "running") & or_(
+        Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before
+    )
+
+
+def claim_job(
+    session: Session, job_id: str, worker: str, stale_before: datetime, max_attempts: int
+) -> Claim:
+    """Moves a queued job (or a running one whose heartbeat is stale) to running.
+
+    A job whose attempts are used up is failed instead; a cancelled queued job is left alone.
+    """
+    now = utcnow()
+    claimable = or_(Job.state == "queued", _stale(stale_before))
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, claimable, Job.attempts < max_attempts, ~Job.cancel_requested)
+        .values(
+            state="running",
+            attempts=Job.attempts + 1,
+            worker=worker,
+            heartbeat_at=now,
+            attempt_started_at=now,
+            updated_at=now,
+        )
+        .returning(Job.attempts)
+    ).first()
+    if result is not None:
+        session.execute(
+            update(Job).where(Job.id == job_id, Job.started_at.is_(None)).values(started_at=now)
+        )
+        return Claim(ClaimOutcome.CLAIMED, result.attempts)
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        return Claim(ClaimOutcome.MISSING)
+    if job.state in ("succeeded", "failed", "cancelled"):
+        return Claim(ClaimOutcome.FINISHED)
+    if job.cancel_requested:
+        finish_cancelled_unowned(session, job_id)
+        return Claim(ClaimOutcome.FINISHED)
+    if job.attempts >= max_attempts and (
+        job.state == "queued" or job.heartbeat_at is None or job.heartbeat_at < stale_before
+    ):
+        fail_exhausted(session, job_id, max_attempts, stale_before)
+        return Claim(ClaimOutcome.EXHAUSTED)
+    return Claim(ClaimOutcome.BUSY)
+
+
+def finish_cancelled_unowned(session: Session, job_id: str) -> None:
+    """Marks a job whose cancellation was requested, and that no live worker owns, cancelled."""
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_(("queued", "running")), Job.cancel_requested)
+        .values(state="cancelled", finished_at=now, updated_at=now)
+    )
+
+
+def fail_exhausted(
+    session: Session, job_id: str, max_attempts: int, stale_before: datetime
+) -> bool:
+    """Fails a queued job, or a running one with a stale heartbeat, that used its attempts."""
+    now = utcnow()
+    unowned = or_(Job.state == "queued", _stale(stale_before))
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, unowned, Job.attempts >= max_attempts)
+        .values(
+            state="failed",
+            finished_at=now,
+            updated_at=now,
+            error=f"gave up after {max_attempts} attempt(s): the worker stopped sending "
+            "heartbeats (crashed, killed or lost)",
+        )
+    )
+    return result.rowcount == 1
+
+
+def set_resume_step(session: Session, job_id: str, attempt: int, step: int) -> None:
+    session.execute(
+        update(Job).where(_owned(job_id, attempt)).values(attempt_start_step=step, step=step)
+    )
+
+
+def heartbeat(session: Session, job_id: str, attempt: int) -> Beat:
+    """Refreshes the heartbeat of an owned job and reads its cancellation flag."""
+    row = session.execute(
+        update(Job)
+        .where(_owned(job_id, attempt))
+        .values(heartbeat_at=utcnow())
+        .returning(Job.cancel_requested)
+    ).first()
+    if row is None:
+        return Beat(owned=False, cancel_requested=False)
+    return Beat(owned=True, cancel_requested=bool(row.cancel_requested))
+
+
+def record_metrics(
+    session: Session, job_id: str, attempt: int, step: int, metrics: dict[str, Any]
+) -> bool:
+    """Stores one step's metrics once (a duplicate step is ignored); False if not owned."""
+    values = clean_metrics(metrics)
+    owned = session.execute(
+        update(Job)
+        .where(_owned(job_id, attempt))
+        .values(step=step, latest_metrics=values, heartbeat_at=utcnow())
+    ).rowcount
+    if not owned:
+        return False
+    insert_ignoring_duplicates(
+        session,
+        Metric.__table__,
+        {"job_id": job_id, "step": step, "values": values, "created_at": utcnow()},
+        ["job_id", "step"],
+    )
+    return True
+
+
+def record_checkpoint(
+    session: Session,
+    job_id: str,
+    attempt: int,
+    step: int,
+    blob: bytes,
+    keep: int,
+    final: bool = False,
+) -> bool:
+    """Stores a checkpoint once per step and prunes all but the newest ``keep``."""
+    owner = session.scalar(select(Job.owner).where(_owned(job_id, attempt)))
+    if owner is None:
+        return False
+    insert_ignoring_duplicates(
+        session,
+        Checkpoint.__table__,
+        {
+            "id": new_id("ckpt"),
+            "owner": owner,
+            "job_id": job_id,
+            "step": step,
+            "final": final,
+            "size_bytes": len(blob),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "blob": blob,
+            "created_at": utcnow(),
+        },
+        ["job_id", "step"],
+    )
+    if final:
+        session.execute(
+            update(Checkpoint)
+            .where(Checkpoint.job_id == job_id, Checkpoint.step == step)
+            .values(final=True)
+        )
+    kept = (
+        select(Checkpoint.id)
+        .where(Checkpoint.job_id == job_id)
+        .order_by(Checkpoint.step.desc())
+        .limit(keep)
+    )
+    session.execute(
+        delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.id.not_in(kept))
+    )
+    return True
+
+
+def newest_checkpoint_blob(session: Session, job_id: str) -> tuple[int, bytes] | None:
+    row = session.execute(
+        select(Checkpoint.step, Checkpoint.blob)
+        .where(Checkpoint.job_id == job_id)
+        .order_by(Checkpoint.step.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else (row.step, row.blob)
+
+
+def finish_job(
+    session: Session,
+    job_id: str,
+    attempt: int,
+    state: str,
+    step: int | None = None,
+    metrics: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> bool:
+    """Moves an owned running job to a terminal state; False if the claim was lost."""
+    now = utcnow()
+    values: dict[str, Any] = {"state": state, "finished_at": now, "updated_at": now}
+    if step is not None:
+        values["step"] = step
+    if metrics is not None:
+        values["latest_metrics"] = clean_metrics(metrics)
+    if error is not None:
+        values["error"] = error
+    result = session.execute(update(Job).where(_owned(job_id, attempt)).values(**values))
+    return result.rowcount == 1
+
+
+def stale_running_jobs(session: Session, stale_before: datetime) -> list[tuple[str, int]]:
+    """(id, attempts) of running jobs whose heartbeat is older than ``stale_before``."""
+    rows = session.execute(select(Job.id, Job.attempts).where(_stale(stale_before)))
+    return [(row.id, row.attempts) for row in rows]
+
+
+def requeue_stale(session: Session, job_id: str, stale_before: datetime) -> bool:
+    """Puts a running job with a stale heartbeat back in the queue."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, _stale(stale_before))
+        .values(state="queued", enqueued_at=now, updated_at=now, worker=None)
+    )
+    return result.rowcount == 1
+
+
+def unsent_queued_jobs(session: Session, sent_before: datetime) -> list[str]:
+    """Queued jobs never sent, or sent before ``sent_before`` (their message may be lost)."""
+    rows = session.scalars(
+        select(Job.id).where(
+            Job.state == "queued",
+            or_(Job.enqueued_at.is_(None), Job.enqueued_at < sent_before),
+        )
+    )
+    return list(rows)
+
+
+def mark_enqueued(session: Session, job_id: str, sent_before: datetime | None = None) -> bool:
+    """Records that the job's message is sent now; with ``sent_before``, only if not sent since."""
+    condition = [Job.id == job_id, Job.state == "queued"]
+    if sent_before is not None:
+        condition.append(or_(Job.enqueued_at.is_(None), Job.enqueued_at < sent_before))
+    now = utcnow()
+    return (
+        session.execute(
+            update(Job).where(*condition).values(enqueued_at=now, updated_at=now)
+        ).rowcount
+        == 1
+    )
+
+
+def mark_unsent(session: Session, job_id: str) -> None:
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.state == "queued").values(enqueued_at=None)
+    )

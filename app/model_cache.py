@@ -1,0 +1,65 @@
+"""An in-process LRU cache of loaded flows, keyed by checkpoint id.
+
+A checkpoint never changes once written, so its id is a safe key: a newer checkpoint of the
+same job is a new entry. Each entry carries a lock that serialises inference on that model.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from flows import Flow
+from flows.checkpoint import CheckpointInfo, load_flow, read_checkpoint_info
+
+
+@dataclass
+class LoadedModel:
+    checkpoint_id: str
+    flow: Flow
+    info: CheckpointInfo
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ModelCache:
+    def __init__(self, capacity: int, device: str) -> None:
+        self._capacity = capacity
+        self._device = device
+        self._entries: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    def get(self, checkpoint_id: str, load_blob: Callable[[], bytes]) -> LoadedModel:
+        """The loaded model of ``checkpoint_id``; ``load_blob`` is called on a miss only."""
+        with self._lock:
+            if checkpoint_id in self._entries:
+                self._entries.move_to_end(checkpoint_id)
+                return self._entries[checkpoint_id]
+            loading = self._loading.setdefault(checkpoint_id, threading.Lock())
+        with loading:
+            with self._lock:
+                if checkpoint_id in self._entries:
+                    return self._entries[checkpoint_id]
+            try:
+                blob = load_blob()
+                model = LoadedModel(
+                    checkpoint_id=checkpoint_id,
+                    flow=load_flow(blob, device=self._device),
+                    info=read_checkpoint_info(blob),
+                )
+            except BaseException:
+                with self._lock:
+                    self._loading.pop(checkpoint_id, None)
+                raise
+            with self._lock:
+                self._entries[checkpoint_id] = model
+                self._loading.pop(checkpoint_id, None)
+                while len(self._entries) > self._capacity:
+                    self._entries.popitem(last=False)
+            return model
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)

@@ -1,0 +1,105 @@
+"""Service settings, read from ``EFNF_*`` environment variables by pydantic-settings.
+
+The defaults are the embedded single-machine deployment: SQLite for the database and a
+SQLite-backed Celery broker, both under ``./var``. A real deployment sets ``EFNF_DATABASE_URL``
+(PostgreSQL) and ``EFNF_BROKER_URL`` (Redis); nothing else changes.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_DATABASE_URL = "sqlite:///./var/efnf.sqlite3"
+EMBEDDED_BROKER_URL = "sqla+sqlite:///./var/broker.sqlite3"
+
+
+class Settings(BaseSettings):
+    """Every tunable of the API, the worker and the reaper, with its environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="EFNF_", extra="ignore")
+
+    environment: Literal["development", "production"] = Field(
+        "development", description="production refuses the embedded SQLite defaults."
+    )
+    database_url: str = Field(EMBEDDED_DATABASE_URL, description="SQLAlchemy URL.")
+    broker_url: str = Field(EMBEDDED_BROKER_URL, description="Celery broker URL.")
+    result_backend: str | None = Field(
+        None, description="Celery result back end; unused (the job table holds results)."
+    )
+    train_queue: str = Field("train", description="Celery queue consumed by training workers.")
+    default_owner: str = Field("default", description="Tenant id of every row, for now.")
+
+    # Limits on requests.
+    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    max_dataset_items: int = Field(1_000_000, ge=1)
+    max_builtin_items: int = Field(100_000, ge=1)
+    max_steps: int = Field(1_000_000, ge=1)
+    max_width: int = Field(256, ge=1)
+    max_depth: int = Field(64, ge=1)
+    max_batch_size: int = Field(4096, ge=1)
+    max_samples: int = Field(1024, ge=1, description="Most samples per sampling request.")
+    max_score_items: int = Field(1024, ge=1, description="Most items per scoring request.")
+    page_size_max: int = Field(200, ge=1)
+
+    # Jobs, heartbeats and the reaper.
+    max_attempts: int = Field(3, ge=1, description="Claims of a job before it is failed.")
+    heartbeat_interval_s: float = Field(5.0, gt=0, description="Worker heartbeat period.")
+    heartbeat_timeout_s: float = Field(
+        120.0, gt=0, description="A running job whose heartbeat is older is re-queued."
+    )
+    reaper_interval_s: float = Field(30.0, gt=0)
+    requeue_queued_after_s: float = Field(
+        600.0, gt=0, description="Re-send a queued job's message after this long (lost messages)."
+    )
+    checkpoints_kept: int = Field(2, ge=1, description="Newest checkpoints kept per job.")
+
+    # Broker and worker.
+    visibility_timeout_s: int = Field(
+        43_200, ge=60, description="Redis visibility timeout; longer than a checkpoint interval."
+    )
+    worker_pool: Literal["prefork", "solo"] = Field(
+        "prefork",
+        description="prefork: one child per task, recycled (CUDA-safe); solo: one process.",
+    )
+    worker_concurrency: int = Field(1, ge=1)
+    worker_loglevel: str = Field("INFO")
+
+    # Serving.
+    serve_device: str = Field("cpu", description="Device for scoring and sampling in the API.")
+    model_cache_size: int = Field(4, ge=1, description="Loaded models kept in memory.")
+    host: str = Field("127.0.0.1", description="Bind address of `python -m app`.")
+    port: int = Field(8000, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _no_embedded_defaults_in_production(self) -> Settings:
+        if self.environment == "production":
+            if self.database_url.startswith("sqlite"):
+                raise ValueError(
+                    "EFNF_DATABASE_URL is SQLite; production needs a server database "
+                    "(e.g. postgresql+psycopg://user@host/db)"
+                )
+            if self.broker_url.startswith("sqla+"):
+                raise ValueError(
+                    "EFNF_BROKER_URL is the embedded SQL broker; production needs Redis "
+                    "(e.g. redis://host:6379/0)"
+                )
+        if self.heartbeat_timeout_s <= 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                f"EFNF_HEARTBEAT_TIMEOUT_S ({self.heartbeat_timeout_s}) must exceed twice "
+                f"EFNF_HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s})"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

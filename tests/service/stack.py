@@ -1,0 +1,94 @@
+"""A running deployment under test: its settings, an in-process API client and its worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+JOB_TIMEOUT_S = 150.0
+WORKER_STOP_GRACE_S = 15.0
+
+
+class Worker:
+    """A ``python -m worker`` subprocess in its own process group, logging to a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "worker"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(WORKER_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+@dataclass
+class Stack:
+    """One running deployment: its settings, an API client and its worker."""
+
+    name: str
+    settings: Settings
+    client: TestClient
+    worker: Worker
+
+    def wait_for_job(
+        self,
+        job_id: str,
+        states: tuple[str, ...] = ("succeeded",),
+        timeout_s: float = JOB_TIMEOUT_S,
+    ) -> dict[str, Any]:
+        """Polls ``GET /v1/jobs/{id}`` until the job is in one of ``states``."""
+        deadline = time.monotonic() + timeout_s
+        job: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            job = self.client.get(f"/v1/jobs/{job_id}").json()
+            if job["state"] in states:
+                return job
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(0.25)
+        pytest.fail(
+            f"[{self.name}] job {job_id} is {job.get('state')} (error {job.get('error')!r}), "
+            f"expected {states}\n--- worker log ---\n{self.worker.log_tail()}"
+        )
+
+    def wait_until(self, job_id: str, condition: Any, timeout_s: float = JOB_TIMEOUT_S) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            job = self.client.get(f"/v1/jobs/{job_id}").json()
+            if condition(job):
+                return job
+            time.sleep(0.1)
+        pytest.fail(
+            f"[{self.name}] job {job_id} never met the condition; last: {job}\n"
+            f"--- worker log ---\n{self.worker.log_tail()}"
+        )

@@ -1,0 +1,1 @@
+"""Celery worker: runs training jobs from the database with `flows.train`."""

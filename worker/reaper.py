@@ -1,0 +1,101 @@
+"""Finds jobs whose worker died and puts them back in the queue (or fails them).
+
+A running job whose heartbeat is older than ``heartbeat_timeout_s`` is re-queued and its task
+re-sent; once it has used ``max_attempts`` claims it is failed. A queued job whose message was
+never sent, or was sent long ago (the embedded broker loses messages on a hard crash), is sent
+again; a duplicate message is harmless because a worker must claim the job row first.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from celery import Celery
+
+from app.broker import enqueue_training
+from app.db import lifecycle
+from app.db.base import utcnow
+from app.db.session import session_scope
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReapReport:
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+
+
+def _send(settings: Settings, celery: Celery, job_id: str) -> bool:
+    try:
+        enqueue_training(celery, settings, job_id)
+    except Exception as error:
+        logger.warning("could not send job %s to the broker (%s); will retry", job_id, error)
+        with session_scope(settings.database_url) as session:
+            lifecycle.mark_unsent(session, job_id)
+        return False
+    return True
+
+
+def reap_once(settings: Settings, celery: Celery) -> ReapReport:
+    """One pass over the job table; safe to run concurrently in several processes."""
+    report = ReapReport()
+    now = utcnow()
+    stale_before = now - timedelta(seconds=settings.heartbeat_timeout_s)
+    with session_scope(settings.database_url) as session:
+        stale = lifecycle.stale_running_jobs(session, stale_before)
+    for job_id, attempts in stale:
+        with session_scope(settings.database_url) as session:
+            if attempts >= settings.max_attempts:
+                if lifecycle.fail_exhausted(session, job_id, settings.max_attempts, stale_before):
+                    report.failed.append(job_id)
+                continue
+            requeued = lifecycle.requeue_stale(session, job_id, stale_before)
+        if requeued and _send(settings, celery, job_id):
+            report.requeued.append(job_id)
+
+    sent_before = now - timedelta(seconds=settings.requeue_queued_after_s)
+    with session_scope(settings.database_url) as session:
+        unsent = lifecycle.unsent_queued_jobs(session, sent_before)
+    for job_id in unsent:
+        with session_scope(settings.database_url) as session:
+            claimed = lifecycle.mark_enqueued(session, job_id, sent_before)
+        if claimed and _send(settings, celery, job_id):
+            report.resent.append(job_id)
+
+    if report.requeued or report.failed or report.resent:
+        logger.warning(
+            "reaper: re-queued %s, failed %s, re-sent %s",
+            report.requeued,
+            report.failed,
+            report.resent,
+        )
+    return report
+
+
+class ReaperThread(threading.Thread):
+    """Runs :func:`reap_once` every ``reaper_interval_s`` seconds until stopped."""
+
+    def __init__(self, settings: Settings, celery: Celery) -> None:
+        super().__init__(name="efnf-reaper", daemon=True)
+        self._settings = settings
+        self._celery = celery
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                reap_once(self._settings, self._celery)
+            except Exception:
+                logger.exception(
+                    "reaper pass failed; retrying in %.0f s", self._settings.reaper_interval_s
+                )
+            self._stopped.wait(self._settings.reaper_interval_s)
+
+    def stop(self) -> None:
+        self._stopped.set()

@@ -1,0 +1,137 @@
+"""The training task: claim the job row, train with `flows`, record the outcome.
+
+Thin by design: the database is the source of truth (state, progress, attempts, cancellation),
+and the task only moves the row through its states. A re-delivered job resumes from its newest
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+from celery import Task
+from sqlalchemy.exc import OperationalError
+
+from app.broker import TRAIN_TASK
+from app.db import lifecycle
+from app.db.base import utcnow
+from app.db.blobs import npy_to_array
+from app.db.crud import dataset_array_blob
+from app.db.models import Job
+from app.db.session import session_scope
+from app.settings import Settings, get_settings
+from flows import FlowConfig, TrainConfig, TrainingDiverged, TrainResult, build_flow, train
+from worker.callbacks import JobCallbacks
+from worker.celery_app import celery_app
+from worker.heartbeat import Heartbeat
+
+logger = logging.getLogger(__name__)
+
+
+class JobInputError(Exception):
+    """The job's inputs cannot be used (e.g. its data set was deleted)."""
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    flow_config: FlowConfig
+    train_config: TrainConfig
+    data: np.ndarray
+    resume_from: bytes | None
+
+
+@celery_app.task(name=TRAIN_TASK, bind=True)
+def train_job(self: Task, job_id: str) -> str:
+    """Celery entry point; returns the outcome for the worker log."""
+    return run_job(get_settings(), job_id, self.request.hostname or socket.gethostname())
+
+
+def run_job(settings: Settings, job_id: str, worker: str) -> str:
+    """Claims and trains ``job_id``; returns the job's outcome (or why it was not run)."""
+    stale_before = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
+    with session_scope(settings.database_url) as session:
+        claim = lifecycle.claim_job(session, job_id, worker, stale_before, settings.max_attempts)
+    if claim.outcome is not lifecycle.ClaimOutcome.CLAIMED:
+        logger.info("job %s not run: %s", job_id, claim.outcome.value)
+        return claim.outcome.value
+    attempt = claim.attempt
+    logger.info("job %s: attempt %d on %s", job_id, attempt, worker)
+
+    heartbeat = Heartbeat(settings.database_url, job_id, attempt, settings.heartbeat_interval_s)
+    heartbeat.start()
+    try:
+        inputs = _load_inputs(settings, job_id, attempt)
+        callbacks = JobCallbacks(
+            settings.database_url, job_id, attempt, heartbeat, settings.checkpoints_kept
+        )
+        flow = build_flow(inputs.flow_config)
+        result = train(
+            flow,
+            inputs.data,
+            inputs.train_config,
+            callbacks=callbacks,
+            resume_from=inputs.resume_from,
+        )
+    except OperationalError:
+        logger.exception("job %s: database unavailable; the reaper will re-queue it", job_id)
+        raise
+    except TrainingDiverged as error:
+        return _fail(settings, job_id, attempt, f"training diverged: {error}")
+    except Exception as error:
+        logger.exception("job %s failed", job_id)
+        return _fail(settings, job_id, attempt, f"{type(error).__name__}: {error}")
+    finally:
+        heartbeat.finish()
+    return _record_result(settings, job_id, attempt, result, heartbeat.reason)
+
+
+def _load_inputs(settings: Settings, job_id: str, attempt: int) -> JobInputs:
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        if job.dataset_id is None:
+            raise JobInputError("the job's data set was deleted")
+        data = npy_to_array(dataset_array_blob(session, job.dataset_id))
+        resume = lifecycle.newest_checkpoint_blob(session, job_id)
+        if resume is not None:
+            lifecycle.set_resume_step(session, job_id, attempt, resume[0])
+            logger.info("job %s resumes from step %d", job_id, resume[0])
+        return JobInputs(
+            flow_config=FlowConfig.model_validate(job.flow_config),
+            train_config=TrainConfig.model_validate(job.train_config),
+            data=data,
+            resume_from=None if resume is None else resume[1],
+        )
+
+
+def _fail(settings: Settings, job_id: str, attempt: int, reason: str) -> str:
+    with session_scope(settings.database_url) as session:
+        lifecycle.finish_job(session, job_id, attempt, "failed", error=reason)
+    return "failed"
+
+
+def _record_result(
+    settings: Settings, job_id: str, attempt: int, result: TrainResult, stop_reason: str | None
+) -> str:
+    if result.stopped and stop_reason == "lost":
+        logger.warning("job %s: attempt %d lost its claim; result discarded", job_id, attempt)
+        return "lost"
+    state = "cancelled" if result.stopped else "succeeded"
+    with session_scope(settings.database_url) as session:
+        lifecycle.record_checkpoint(
+            session,
+            job_id,
+            attempt,
+            result.step,
+            result.checkpoint,
+            keep=settings.checkpoints_kept,
+            final=not result.stopped,
+        )
+        lifecycle.finish_job(
+            session, job_id, attempt, state, step=result.step, metrics=result.metrics
+        )
+    logger.info("job %s %s at step %d", job_id, state, result.step)
+    return state
