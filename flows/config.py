@@ -99,7 +99,7 @@ class FlowConfig(BaseModel):
         0.05, ge=0.0, lt=0.5, description="Logit transform for images (None: identity)."
     )
     exact_max_dim: int = Field(
-        1024, ge=1, le=16384, description="Largest data dimension for exact (Jacobian) log-det."
+        256, ge=1, le=16384, description="Largest data dimension for exact (Jacobian) log-det."
     )
     estimator: LogDetEstimatorConfig = Field(default_factory=LogDetEstimatorConfig)
     inverse_atol: float = Field(1e-5, gt=0.0, le=1e-1, description="Fixed-point tolerance.")
