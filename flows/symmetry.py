@@ -16,10 +16,12 @@ import torch
 from torch import Tensor
 
 from flows.config import FlowConfig, parse_group
+from flows.data.images import GRID_GROUPS
 
 __all__ = [
     "GridSymmetry",
     "apply_random_symmetries",
+    "exact_grid_subgroup",
     "grid_symmetries",
     "point_symmetries",
     "symmetries_for",
@@ -28,25 +30,32 @@ __all__ = [
 GridSymmetry = Callable[[Tensor], Tensor]
 
 
-def _rotation(quarter_turns: int) -> GridSymmetry:
+def _grid_element(quarter_turns: int, flip: bool) -> GridSymmetry:
+    if flip:
+        return lambda x: torch.flip(torch.rot90(x, quarter_turns, dims=(-2, -1)), dims=(-1,))
     return lambda x: torch.rot90(x, quarter_turns, dims=(-2, -1))
 
 
-def _rotation_then_flip(quarter_turns: int) -> GridSymmetry:
-    return lambda x: torch.flip(torch.rot90(x, quarter_turns, dims=(-2, -1)), dims=(-1,))
+def exact_grid_subgroup(group: str) -> str:
+    """The subgroup of ``group`` that permutes pixels exactly: a key of ``GRID_GROUPS``."""
+    kind, order = parse_group(group)
+    if kind == "trivial":
+        return "trivial"
+    rotations = 4 if kind in ("SO2", "O2") else math.gcd(order, 4)
+    if kind in ("D", "O2"):
+        return f"D{rotations}"
+    return "trivial" if rotations == 1 else f"C{rotations}"
 
 
 def grid_symmetries(group: str) -> list[GridSymmetry]:
-    """The elements of ``group`` that permute the pixels of a (square) grid, identity first."""
-    kind, order = parse_group(group)
-    if kind == "trivial":
-        return [_rotation(0)]
-    rotations = 4 if kind in ("SO2", "O2") else math.gcd(order, 4)
-    step = 4 // rotations
-    elements = [_rotation(k * step) for k in range(rotations)]
-    if kind in ("D", "O2"):
-        elements += [_rotation_then_flip(k * step) for k in range(rotations)]
-    return elements
+    """The elements of ``group`` that permute the pixels of a (square) grid, identity first.
+
+    The element table is the data package's ``GRID_GROUPS`` (also used to build rotated data
+    sets), so augmentation, metrics and data generation agree on every element.
+    """
+    subgroup = exact_grid_subgroup(group)
+    elements = ((0, False),) if subgroup == "trivial" else GRID_GROUPS[subgroup]
+    return [_grid_element(k, flip) for k, flip in elements]
 
 
 def point_symmetries(group: str, n_continuous: int = 12) -> list[Tensor]:

@@ -217,3 +217,27 @@ def test_average_group_bpd_of_an_invariant_model_equals_its_bpd() -> None:
     with torch.no_grad():
         bpd = float(bits_per_dim(flow.log_prob(x, method="exact"), flow.dim).mean())
     assert average_group_bpd(flow, x, "D4", method="exact") == pytest.approx(bpd, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("group", "subgroup", "size"),
+    [
+        ("C8", "C4", 4),
+        ("D8", "D4", 8),
+        ("C6", "C2", 2),
+        ("D3", "D1", 2),
+        ("C3", "trivial", 1),
+        ("SO2", "C4", 4),
+        ("O2", "D4", 8),
+        ("trivial", "trivial", 1),
+    ],
+)
+def test_exact_grid_subgroups(group: str, subgroup: str, size: int) -> None:
+    from flows.symmetry import exact_grid_subgroup
+
+    assert exact_grid_subgroup(group) == subgroup
+    elements = grid_symmetries(group)
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    images = {tuple(element(x).reshape(-1).tolist()) for element in elements}
+    assert len(elements) == size and len(images) == size  # distinct elements, identity first
+    assert torch.equal(elements[0](x), x)
