@@ -35,6 +35,10 @@ FAMILY_JOBS: dict[str, tuple[str, dict[str, Any]]] = {
         "eight_gaussians",
         {"family": "mixed", "blocks": ["linear", "residual"], "group": "C4", "data_shape": [2]},
     ),
+    "augmented-residual": (
+        "eight_gaussians",
+        {"family": "residual", "group": "C4", "data_shape": [2], "padding_channels": 1},
+    ),
     "augmented-coupling": (
         "digits",
         {"family": "coupling", "group": "C4", "data_shape": [1, 8, 8], "padding_channels": 1},
