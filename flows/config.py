@@ -292,6 +292,41 @@ class FlowConfig(BaseModel):
         return self.padding_channels > 0
 
     @property
+    def has_residual_blocks(self) -> bool:
+        """Only residual blocks have a log-det that may be estimated; others are analytic."""
+        return "residual" in self.block_pattern
+
+    def resolve_logdet_method(self, method: str) -> str:
+        """The log-det method a flow of this config uses when asked for ``method``.
+
+        ``auto`` is exact up to ``exact_max_dim`` (padded) dimensions and estimated above; a
+        flow without residual blocks has analytic log-dets only, so every method is exact.
+
+        Raises:
+            ValueError: an unknown method, or ``exact`` above ``exact_max_dim``.
+        """
+        if method not in ("auto", "exact", "estimate"):
+            raise ValueError(f"method {method!r} is not one of 'auto', 'exact', 'estimate'")
+        dim = self.latent_dim
+        if not self.has_residual_blocks:
+            return "exact"
+        if method == "auto":
+            return "exact" if dim <= self.exact_max_dim else "estimate"
+        if method == "exact" and dim > self.exact_max_dim:
+            raise ValueError(
+                f"method 'exact' needs a {dim}x{dim} Jacobian per item, above "
+                f"exact_max_dim={self.exact_max_dim}; use method='estimate'"
+            )
+        return method
+
+    def training_logdet_method(self, logdet: str) -> str:
+        """The log-det method training uses for ``TrainConfig.logdet``: ``auto`` trains points
+        exactly and images with the unbiased estimator (where there are residual blocks)."""
+        if logdet == "auto" and self.has_residual_blocks:
+            return "exact" if self.is_points else "estimate"
+        return self.resolve_logdet_method(logdet)
+
+    @property
     def is_points(self) -> bool:
         return len(self.data_shape) == 1
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from flows.config import FlowConfig
-from flows.layers import FlowLayer, InverseInfo, ResidualBlock
+from flows.layers import FlowLayer, InverseInfo
 from flows.lipschitz import LipschitzLayer
 from flows.logdet import LogDetContext
 from flows.padding import PaddingDistribution
@@ -89,34 +89,14 @@ class Flow(torch.nn.Module):
         """True if :meth:`log_prob` is a lower bound on log p(x) (augmented flows)."""
         return self.padding is not None
 
-    @property
-    def has_residual_blocks(self) -> bool:
-        """Only residual blocks have a log-det that may be estimated; others are analytic."""
-        return any(isinstance(layer, ResidualBlock) for layer in self.layers)
-
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
         for parameter in self.parameters():
             return parameter.device, parameter.dtype
         return torch.device("cpu"), torch.get_default_dtype()
 
     def resolve_method(self, method: LogDetMethod) -> str:
-        """``auto`` is exact up to ``config.exact_max_dim`` dimensions and estimated above.
-
-        A flow without residual blocks has analytic log-dets only: every method is exact.
-        """
-        if method not in ("auto", "exact", "estimate"):
-            raise ValueError(f"method {method!r} is not one of 'auto', 'exact', 'estimate'")
-        dim = self.config.latent_dim
-        if not self.has_residual_blocks:
-            return "exact"
-        if method == "auto":
-            return "exact" if dim <= self.config.exact_max_dim else "estimate"
-        if method == "exact" and dim > self.config.exact_max_dim:
-            raise ValueError(
-                f"method 'exact' needs a {dim}x{dim} Jacobian per item, above "
-                f"exact_max_dim={self.config.exact_max_dim}; use method='estimate'"
-            )
-        return method
+        """See :meth:`~flows.config.FlowConfig.resolve_logdet_method`."""
+        return self.config.resolve_logdet_method(method)
 
     def _check_input(self, x: Tensor, shape: tuple[int, ...], name: str) -> None:
         if tuple(x.shape[1:]) != shape:

@@ -102,11 +102,7 @@ class _Run:
         )
 
     def _logdet_method(self) -> str:
-        if not self.flow.has_residual_blocks:
-            return "exact"
-        if self.config.logdet == "auto":
-            return "exact" if self.flow.config.is_points else "estimate"
-        return self.flow.resolve_method(self.config.logdet)
+        return self.flow.config.training_logdet_method(self.config.logdet)
 
     def to_model_input(self, batch: Tensor, generator: torch.Generator) -> Tensor:
         if self.is_images:
