@@ -84,10 +84,11 @@ def logdet_passes(config: FlowConfig, method: str, *, training: bool) -> float:
 
 
 def training_method(config: FlowConfig, training: TrainConfig) -> str:
-    """The log-det method a run will use ("auto": exact up to ``exact_max_dim``)."""
+    """The log-det method a run will use: ``auto`` is exact for points and estimated for images,
+    as in :mod:`flows.training`."""
     if training.logdet != "auto":
         return training.logdet
-    return "exact" if config.dim <= config.exact_max_dim else "estimate"
+    return "exact" if config.is_points else "estimate"
 
 
 def training_work(config: FlowConfig, training: TrainConfig) -> float:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from flows import FlowConfig, TrainConfig, build_flow
-from flows.cost import expanded_weights, forward_activations, logdet_passes, training_work
+from flows.cost import (
+    expanded_weights,
+    forward_activations,
+    logdet_passes,
+    training_method,
+    training_work,
+)
 from flows.lipschitz import LipschitzLayer
 
 CONFIGS = [
@@ -39,3 +45,11 @@ def test_costs_grow_with_their_factors() -> None:
     assert estimate == config.estimator.eval_probes * (1 + config.estimator.eval_exact_terms + 1)
     short, long = TrainConfig(steps=10), TrainConfig(steps=1000)
     assert training_work(config, long) == 100 * training_work(config, short)
+
+
+def test_auto_training_method_follows_the_trainer() -> None:
+    points = FlowConfig(group="C4", data_shape=[2], exact_max_dim=1)
+    images = FlowConfig(group="C4", data_shape=[1, 4, 4])
+    assert training_method(points, TrainConfig()) == "exact"
+    assert training_method(images, TrainConfig()) == "estimate"
+    assert training_method(images, TrainConfig(logdet="exact")) == "exact"
