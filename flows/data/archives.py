@@ -41,7 +41,10 @@ _EOCD = struct.Struct("<4s4H2LH")
 _EOCD_SIGNATURE = b"PK\x05\x06"
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")
 _ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
+# signature, record size, 2 versions, 2 disk numbers, entries on this disk, entries,
+# directory size (field 8), directory offset.
 _ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
+_ZIP64_DIRECTORY_SIZE_FIELD = 8
 _ZIP64_EOCD_SIGNATURE = b"PK\x06\x06"
 _CENTRAL_ENTRY = struct.Struct("<4s4B4HL2L5H2L")
 _CENTRAL_ENTRY_SIGNATURE = b"PK\x01\x02"
@@ -74,7 +77,7 @@ def _central_directory(content: bytes, filename: str) -> tuple[int, int]:
         record_at = locator_at - _ZIP64_EOCD.size
         if record_at < 0 or content[record_at : record_at + 4] != _ZIP64_EOCD_SIGNATURE:
             raise DataError(f"{filename!r} is not a valid zip archive: broken zip64 record")
-        size = _ZIP64_EOCD.unpack_from(content, record_at)[7]
+        size = _ZIP64_EOCD.unpack_from(content, record_at)[_ZIP64_DIRECTORY_SIZE_FIELD]
         end = record_at
     start = end - size
     if start < 0:
