@@ -76,10 +76,14 @@ class Settings(BaseSettings):
     max_inverse_iterations: int = Field(
         2000, ge=1, description="Largest flow.inverse_max_iter (sampling inverts each block)."
     )
+    # Room for EFNF_MAX_STEPS at the default intervals (50 and 500) many times over; what they
+    # stop is an interval of 1 on a long run (a row, a validation pass, a checkpoint per step).
     max_metric_points: int = Field(
-        10_000, ge=1, description="Most metric rows (and validation passes) per job."
+        100_000, ge=1, description="Most metric rows (and validation passes) per job."
     )
-    max_checkpoint_writes: int = Field(1000, ge=1, description="Most checkpoints written per job.")
+    max_checkpoint_writes: int = Field(
+        20_000, ge=1, description="Most checkpoints written per job."
+    )
     max_weights: int = Field(
         200_000_000, ge=1, description="Most estimated expanded filter weights of a flow."
     )

@@ -8,6 +8,8 @@ import struct
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -119,3 +121,16 @@ def npy_declaring(shape: tuple[int, ...]) -> bytes:
     header = {"descr": "<f4", "fortran_order": False, "shape": shape}
     np.lib.format.write_array_header_1_0(buffer, header)
     return buffer.getvalue() + bytes(16)
+
+
+@dataclass(frozen=True)
+class Chunks:
+    """A body of ``count`` chunks of ``size`` bytes, which the client sends chunked (no
+    Content-Length). Each iteration starts afresh, so one case can run on every stack."""
+
+    count: int
+    size: int
+    byte: bytes = b"\0"
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (self.byte * self.size for _ in range(self.count))

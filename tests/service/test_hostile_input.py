@@ -33,6 +33,7 @@ from app.db.models import Dataset, Job
 from app.db.session import session_scope
 from app.main import create_app
 from tests.service.hostile_files import (
+    Chunks,
     MiB,
     encrypted_zip,
     gray,
@@ -59,6 +60,7 @@ STRICT_LIMITS: dict[str, Any] = {
     "max_upload_bytes": 256 * 1024,
     "max_json_bytes": 16 * 1024,
     "max_archive_entries": 50,
+    "max_dataset_items": 50,
     "max_image_side": 16,
     # One 8x8 image scored exactly is estimated at 327,680 feature values.
     "max_score_work": 400_000.0,
@@ -253,6 +255,7 @@ STRICT_UPLOADS: list[tuple[str, str, bytes, int, str]] = [
         "has more than 50 entries",
     ),
     ("png-over-side-cap", "b.zip", zip_of([("a.png", png(gray(17, 17)))]), 422, "at most 16x16"),
+    ("too-many-items", "p.csv", b"1,2\n" * 51, 422, "EFNF_MAX_DATASET_ITEMS"),
     ("npy-over-side-cap", "b.npy", npy(np.zeros((2, 32, 32), np.uint8)), 422, "at most 16x16"),
     (
         "file-over-limit-within-envelope",
@@ -277,7 +280,7 @@ BODIES: list[tuple[str, str, dict[str, Any], int, str]] = [
         "chunked-upload-without-content-length",
         "/v1/datasets",
         {
-            "content": (bytes(64 * 1024) for _ in range(16)),
+            "content": Chunks(16, 64 * 1024),
             "headers": {"content-type": "multipart/form-data; boundary=b"},
         },
         413,
@@ -315,7 +318,7 @@ BODIES: list[tuple[str, str, dict[str, Any], int, str]] = [
         "chunked-json-over-limit",
         "/v1/jobs",
         {
-            "content": (b" " * 4096 for _ in range(8)),
+            "content": Chunks(8, 4096, b" "),
             "headers": {"content-type": "application/json"},
         },
         413,
@@ -337,6 +340,17 @@ BODIES: list[tuple[str, str, dict[str, Any], int, str]] = [
     ),
 ]
 
+
+# Built-in data sets: (id, body, status, field, fragment).
+BUILTINS: list[tuple[str, Any, int, str, str]] = [
+    ("unknown-name", {"name": "../etc/passwd"}, 422, "name", "is not a built-in data set"),
+    ("n-zero", {"name": "rings", "n": 0}, 422, "n", "greater than or equal to 1"),
+    ("n-over-limit", {"name": "rings", "n": 10**6}, 422, "n", "EFNF_MAX_BUILTIN_ITEMS"),
+    ("n-huge", {"name": "rings", "n": 10**30}, 422, "n", "EFNF_MAX_BUILTIN_ITEMS"),
+    ("seed-negative", {"name": "rings", "seed": -3}, 422, "seed", "greater than or equal"),
+    ("extra-field", {"name": "rings", "path": "/tmp"}, 422, "path", "Extra inputs"),
+    ("name-missing", {}, 422, "name", "Field required"),
+]
 
 # Job configs: (id, data set kind, flow overrides, training, status, field, fragment).
 JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
@@ -379,7 +393,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "checkpoint-every-step",
         "points",
         {},
-        {"steps": 5000, "checkpoint_interval": 1},
+        {"steps": 50_000, "checkpoint_interval": 1},
         422,
         "training.checkpoint_interval",
         "EFNF_MAX_CHECKPOINT_WRITES",
@@ -458,6 +472,13 @@ RAW_JOBS: list[tuple[str, bytes, int, str, str]] = [
 ]
 
 
+def _nested(depth: int) -> list:
+    value: list = [0.0]
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 def _png_files(*contents: bytes) -> list[tuple[str, tuple[str, bytes]]]:
     return [("files", (f"{index}.png", content)) for index, content in enumerate(contents)]
 
@@ -533,6 +554,22 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
     ("object-items", "points", {"json": {"inputs": [{"x": 1, "y": 2}]}}, 422, "inputs", "numbers"),
     ("inputs-object", "points", {"json": {"inputs": {"x": [1, 2]}}}, 422, "inputs", "valid array"),
     ("inputs-string", "points", {"json": {"inputs": "1,2"}}, 422, "inputs", "valid array"),
+    (
+        "nested-past-recursion-limit",
+        "points",
+        {"content": b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}"},
+        422,
+        "body",
+        "invalid JSON: recursion limit exceeded",
+    ),
+    (
+        "more-dims-than-numpy",
+        "points",
+        {"json": {"inputs": _nested(40)}},
+        422,
+        "inputs",
+        "dimension",
+    ),
     (
         "too-deep",
         "points",
@@ -693,6 +730,8 @@ SAMPLES: list[tuple[str, str, Any, int, str, str]] = [
     ("temperature-zero", "points", {"temperature": 0}, 422, "temperature", "greater than 0"),
     ("temperature-high", "points", {"temperature": 11}, 422, "temperature", "less than or equal"),
     ("temperature-text", "points", {"temperature": "hot"}, 422, "temperature", "valid number"),
+    ("temperature-nan", "points", b'{"temperature": NaN}', 422, "temperature", "temperature"),
+    ("temperature-inf", "points", b'{"temperature": Infinity}', 422, "temperature", "less"),
     ("seed-negative", "points", {"seed": -1}, 422, "seed", "greater than or equal to 0"),
     ("seed-too-big", "points", {"seed": 2**40}, 422, "seed", "less than or equal"),
     ("bad-format", "points", {"format": "gif"}, 422, "format", "'json', 'npy' or 'png'"),
@@ -821,6 +860,17 @@ def test_body_over_limit(
 
 @pytest.mark.usefixtures("nothing_left_behind")
 @pytest.mark.parametrize(
+    ("body", "status", "field", "fragment"), [c[1:] for c in BUILTINS], ids=_ids(BUILTINS)
+)
+def test_bad_builtin_data_set(
+    stack: Stack, body: Any, status: int, field: str, fragment: str
+) -> None:
+    response = stack.client.post("/v1/datasets/builtin", json=body)
+    assert_refused(response, status, field, fragment)
+
+
+@pytest.mark.usefixtures("nothing_left_behind")
+@pytest.mark.parametrize(
     ("kind", "flow", "training", "status", "field", "fragment"),
     [c[1:] for c in JOBS],
     ids=_ids(JOBS),
@@ -905,7 +955,13 @@ def test_bad_sampling(
     field: str,
     fragment: str,
 ) -> None:
-    response = stack.client.post(f"/v1/models/{models[model]}/samples", json=body)
+    url = f"/v1/models/{models[model]}/samples"
+    if isinstance(body, bytes):
+        response = stack.client.post(
+            url, content=body, headers={"content-type": "application/json"}
+        )
+    else:
+        response = stack.client.post(url, json=body)
     assert_refused(response, status, field, fragment)
 
 
