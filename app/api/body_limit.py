@@ -12,6 +12,8 @@ part headers and form fields; every other body (JSON) is capped by ``EFNF_MAX_JS
 
 from __future__ import annotations
 
+import re
+
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.errors import error_response
 from app.settings import Settings
 
+DECIMAL = re.compile(r"[0-9]{1,20}")
 # Room for multipart boundaries, part headers and small form fields around the file content:
 # a scoring form with the most files (EFNF_MAX_SCORE_ITEMS = 1024) needs about 200 KiB.
 MULTIPART_ENVELOPE_BYTES = 256 * 1024
@@ -59,25 +62,17 @@ class RequestBodyLimitMiddleware:
         declared_text = headers.get("content-length")
         declared: int | None = None
         if declared_text is not None:
-            if not declared_text.strip().isdigit():
-                await _refuse(
-                    scope,
-                    receive,
-                    send,
-                    400,
-                    f"Content-Length {declared_text!r} is not a non-negative integer",
-                )
+            if DECIMAL.fullmatch(declared_text) is None:
+                message = f"request body: Content-Length {declared_text!r} is not a byte count"
+                await _refuse(scope, receive, send, 400, message)
                 return
             declared = int(declared_text)
             if declared > limit:
-                await _refuse(
-                    scope,
-                    receive,
-                    send,
-                    413,
+                message = (
                     f"request body: Content-Length {declared} is above the limit of {limit} "
-                    f"bytes ({source}); nothing was read",
+                    f"bytes ({source}); nothing was read"
                 )
+                await _refuse(scope, receive, send, 413, message)
                 return
         received = 0
 

@@ -305,7 +305,14 @@ BODIES: list[tuple[str, str, dict[str, Any], int, str]] = [
         "/v1/datasets/builtin",
         {"content": b'{"name": "rings"}', "headers": {"content-length": "12abc"}},
         400,
-        "Content-Length '12abc' is not a non-negative integer",
+        "Content-Length '12abc' is not a byte count",
+    ),
+    (
+        "content-length-negative",
+        "/v1/datasets/builtin",
+        {"content": b'{"name": "rings"}', "headers": {"content-length": "-1"}},
+        400,
+        "Content-Length '-1' is not a byte count",
     ),
     (
         "json-over-limit",
