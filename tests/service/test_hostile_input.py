@@ -96,7 +96,7 @@ UPLOADS: list[tuple[str, str, bytes, int, str]] = [
     ("empty-npy", "e.npy", b"", 422, "not a valid .npy"),
     ("truncated-npz", "t.npz", truncated(npz(x=POINTS)), 422, "not a valid zip archive"),
     ("empty-zip", "e.zip", b"", 422, "not a valid zip archive"),
-    ("garbage-zip", "g.zip", os.urandom(2000), 422, "not a valid zip archive"),
+    ("garbage-zip", "g.zip", RNG.bytes(2000), 422, "not a valid zip archive"),
     ("truncated-zip", "t.zip", truncated(zip_of([("a.png", png(DIGIT))]), 0.9), 422, "zip"),
     ("truncated-png", "t.zip", zip_of([("a.png", truncated(png(DIGIT)))]), 422, "corrupt"),
     ("png-without-pixels", "e.zip", zip_of([("a.png", png_declaring(8, 8, False))]), 422, "a.png"),
@@ -165,7 +165,7 @@ UPLOADS: list[tuple[str, str, bytes, int, str]] = [
     (
         "png-entry-over-entry-limit",
         "big.zip",
-        zip_of([("a.png", os.urandom(3 * MiB))]),
+        zip_of([("a.png", RNG.bytes(3 * MiB))]),
         422,
         "decompresses to more than 2621440 bytes, the limit for one entry",
     ),
