@@ -65,12 +65,16 @@ def _at(body: dict[str, Any], path: str) -> Any:
     return value
 
 
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.4g}"
+
+
 def _over(field: str, what: str, value: float, settings: Settings, setting: str) -> ErrorItem:
     limit = getattr(settings, setting)
     return ErrorItem(
         field=field,
-        message=f"{field}: {what} {value:.4g} is above this service's limit {limit:.4g} "
-        f"({variable(setting)})",
+        message=f"{field}: {what} {_number(value)} is above this service's limit "
+        f"{_number(limit)} ({variable(setting)})",
     )
 
 
