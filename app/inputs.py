@@ -1,8 +1,9 @@
-"""Turns a scoring request's inputs (JSON arrays or PNG files) into a batch for `flows`.
+"""Turns uploaded files and scoring inputs (JSON arrays or PNG files) into arrays for `flows`.
 
-`flows.scoring.score` checks shapes and value ranges; this module only builds the array. PNG
-files go through the same reader as uploaded image data sets, so a model sees pixels exactly as
-it saw its training data (grayscale, 16-bit and alpha handled alike).
+Every upload is read with the limits of this service's settings (sizes, archive entries,
+compression ratio, image side). `flows.scoring.score` checks shapes and value ranges; this module
+only builds the array. PNG files go through the same reader as uploaded image data sets, so a
+model sees pixels exactly as it saw its training data (grayscale, 16-bit and alpha handled alike).
 """
 
 from __future__ import annotations
@@ -13,7 +14,23 @@ from typing import Any
 
 import numpy as np
 
-from flows.data import DataError, read_dataset_file
+from app.settings import Settings
+from flows.data import DataError, DataKind, Dataset, read_dataset_file
+
+
+def read_upload(
+    content: bytes, filename: str, settings: Settings, kind: DataKind | None = None
+) -> Dataset:
+    """An uploaded file as a validated data set, read under the service's limits."""
+    return read_dataset_file(
+        content,
+        filename,
+        kind,
+        max_bytes=settings.max_upload_bytes,
+        max_entries=settings.max_archive_entries,
+        max_image_side=settings.max_image_side,
+        max_ratio=settings.max_compression_ratio,
+    )
 
 
 def json_batch(inputs: list[Any]) -> np.ndarray:
@@ -27,16 +44,14 @@ def json_batch(inputs: list[Any]) -> np.ndarray:
     return array
 
 
-def png_batch(files: list[tuple[str, bytes]], max_bytes: int) -> np.ndarray:
+def png_batch(files: list[tuple[str, bytes]], settings: Settings) -> np.ndarray:
     """PNG files, in order, as a uint8 batch (B, C, H, W)."""
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as writer:
         for index, (_, content) in enumerate(files):
             writer.writestr(f"{index:06d}.png", content)
     try:
-        dataset = read_dataset_file(
-            archive.getvalue(), "files.zip", kind="images", max_bytes=max_bytes
-        )
+        dataset = read_upload(archive.getvalue(), "files.zip", settings, kind="images")
     except DataError as error:
         names = ", ".join(repr(name) for name, _ in files[:5])
         message = str(error).replace("of 'files.zip'", "")

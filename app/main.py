@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from app.api.body_limit import RequestBodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.routes import datasets, health, jobs, models
 from app.broker import create_celery
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = create_celery(settings)
     app.state.model_cache = ModelCache(settings.model_cache_size, settings.serve_device)
     install_error_handlers(app)
+    app.add_middleware(RequestBodyLimitMiddleware, settings=settings)
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)

@@ -34,15 +34,79 @@ class Settings(BaseSettings):
     default_owner: str = Field("default", description="Tenant id of every row, for now.")
 
     # Limits on requests.
-    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    max_upload_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="Largest uploaded file (and total of a scoring form's files); a multipart "
+        "body is cut off while streaming once it passes this plus a 256 KiB envelope.",
+    )
+    max_json_bytes: int = Field(
+        8 * 1024 * 1024, ge=1, description="Largest body of any other request (JSON)."
+    )
     max_dataset_items: int = Field(1_000_000, ge=1)
+    # Bounded by flows.data.dataset.MAX_IMAGE_SIDE (256), the largest side the library accepts;
+    # not imported from there, so that reading settings does not import the library.
+    max_image_side: int = Field(
+        256,
+        ge=2,
+        le=256,
+        description="Largest image height or width, checked from a PNG's header before decoding.",
+    )
+    max_archive_entries: int = Field(
+        100_000, ge=1, description="Most entries in an uploaded .zip or .npz, counted first."
+    )
+    max_compression_ratio: float = Field(
+        200.0,
+        gt=1.0,
+        description="Largest decompressed/compressed ratio of an archive entry, checked while "
+        "it is decompressed (past its first MiB).",
+    )
     max_builtin_items: int = Field(100_000, ge=1)
+    # Limits on jobs (app/limits.py): per config field, then on estimates from flows/cost.py.
     max_steps: int = Field(1_000_000, ge=1)
     max_width: int = Field(256, ge=1)
     max_depth: int = Field(64, ge=1)
     max_batch_size: int = Field(4096, ge=1)
+    max_hidden_layers: int = Field(4, ge=1, description="Most hidden layers per sub-network.")
+    max_kernel_size: int = Field(7, ge=1, description="Largest convolution kernel (images).")
+    max_exact_dim: int = Field(
+        1024, ge=1, description="Largest flow.exact_max_dim: exact log-det costs D passes."
+    )
+    max_eval_probes: int = Field(64, ge=2, description="Most estimator probes per scored item.")
+    max_inverse_iterations: int = Field(
+        2000, ge=1, description="Largest flow.inverse_max_iter (sampling inverts each block)."
+    )
+    # Room for EFNF_MAX_STEPS at the default intervals (50 and 500) many times over; what they
+    # stop is an interval of 1 on a long run (a row, a validation pass, a checkpoint per step).
+    max_metric_points: int = Field(
+        100_000, ge=1, description="Most metric rows (and validation passes) per job."
+    )
+    max_checkpoint_writes: int = Field(
+        20_000, ge=1, description="Most checkpoints written per job."
+    )
+    max_weights: int = Field(
+        200_000_000, ge=1, description="Most estimated expanded filter weights of a flow."
+    )
+    max_step_activations: int = Field(
+        1_000_000_000,
+        ge=1,
+        description="Most estimated hidden activations of one training step (memory).",
+    )
+    max_training_work: float = Field(
+        1e14, gt=0, description="Most estimated feature values computed by a run (time)."
+    )
+    # Limits on serving.
     max_samples: int = Field(1024, ge=1, description="Most samples per sampling request.")
+    max_sample_values: int = Field(
+        4 * 1024 * 1024, ge=1, description="Most numbers in one sampling response (n x D)."
+    )
+    max_sample_work: float = Field(
+        1e12, gt=0, description="Most estimated feature values computed to invert the samples."
+    )
     max_score_items: int = Field(1024, ge=1, description="Most items per scoring request.")
+    max_score_work: float = Field(
+        1e11, gt=0, description="Most estimated feature values computed for one scoring request."
+    )
     page_size_max: int = Field(200, ge=1)
 
     # Jobs, heartbeats and the reaper.

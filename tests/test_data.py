@@ -744,7 +744,7 @@ BAD_FILES: list[tuple[str, bytes, str, str]] = [
         "bomb-header-png-zip",
         zip_bytes({"huge.png": _png_declaring(100_000, 100_000)}),
         "h.zip",
-        "entry 'huge.png' of 'h.zip' is a corrupt or unsafe PNG",
+        "entry 'huge.png' of 'h.zip' is a decompression bomb",
     ),
     (
         "big-header-png-zip",
@@ -794,7 +794,7 @@ def test_npz_declared_size_limit() -> None:
 def test_zip_limits() -> None:
     entries = {f"{i:03}.png": png_bytes(np.zeros((16, 16), np.uint8)) for i in range(20)}
     archive = zip_bytes(entries)
-    with pytest.raises(DataError, match="has 20 entries; at most 10"):
+    with pytest.raises(DataError, match="has more than 10 entries; at most 10"):
         read_dataset_file(archive, "many.zip", max_entries=10)
     # Uncompressed PNGs, which the zip compresses well: small archive, large declared size.
     raw = png_bytes(np.zeros((256, 256), np.uint8), compress_level=0)

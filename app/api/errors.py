@@ -52,9 +52,21 @@ def field_path(loc: Sequence[Any], prefix: str | None = None) -> str:
 def _error_items(errors: Iterable[dict[str, Any]], prefix: str | None) -> list[ErrorItem]:
     items = []
     for error in errors:
+        if error.get("type") == "json_invalid":
+            items.append(_json_error_item(error, prefix))
+            continue
         message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         items.append(ErrorItem(field=field_path(error.get("loc", ()), prefix), message=message))
     return items
+
+
+def _json_error_item(error: dict[str, Any], prefix: str | None) -> ErrorItem:
+    # FastAPI puts the character position where a field name would be: ("body", 17).
+    loc = error.get("loc", ())
+    position = loc[-1] if loc and isinstance(loc[-1], int) else None
+    reason = (error.get("ctx") or {}).get("error") or error.get("msg", "JSON decode error")
+    where = f" at character {position}" if position is not None else ""
+    return ErrorItem(field=prefix or "body", message=f"invalid JSON{where}: {reason}")
 
 
 def validation_error(
@@ -81,7 +93,22 @@ class PydanticBodyError(Exception):
         self.prefix = prefix
 
 
+def _body_parse_error(exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette and FastAPI answer 400 only when a body cannot be parsed (multipart limits,
+    malformed forms); FastAPI's "There was an error parsing the body" hides its reason (e.g.
+    JSON nested past the recursion limit), so the cause is named when there is one."""
+    cause = exc.__cause__
+    if cause is not None:
+        message = f"body could not be parsed: {type(cause).__name__}: {cause}"
+    else:
+        message = f"body: {exc.detail}"
+    return error_response(400, message, "body")
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    # Imported here: the body limit builds its responses with this module's error_response.
+    from app.api.body_limit import RequestBodyError
+
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return validation_error(exc.errors())
@@ -98,8 +125,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
         return error_response(409, str(exc), exc.field)
 
+    @app.exception_handler(RequestBodyError)
+    async def _body(_: Request, exc: RequestBodyError) -> JSONResponse:
+        response = error_response(exc.status_code, exc.message, "body")
+        response.headers["Connection"] = "close"
+        return response
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            return _body_parse_error(exc)
         response = error_response(exc.status_code, str(exc.detail))
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value

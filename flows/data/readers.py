@@ -1,8 +1,10 @@
 """Reading uploaded dataset files (.npy, .npz, .csv, .zip of PNGs) into validated Datasets.
 
 Uploads are untrusted: nothing is unpickled, sizes are checked against limits from the declared
-headers *before* anything is allocated or decompressed, archive entry names are checked for path
-tricks, and every failure is a :class:`DataError` naming the file or entry and the problem.
+headers *before* anything is allocated or decompressed, archives are opened through
+:mod:`flows.data.archives` (entry count, names, links, duplicates, and decompressed sizes counted
+while reading), PNG headers are checked against the pixel cap before decoding, and every failure
+is a :class:`DataError` naming the file or entry and the problem.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from flows.data.archives import DEFAULT_MAX_RATIO, ArchiveLimits, ArchiveReader
 from flows.data.dataset import (
     MAX_IMAGE_SIDE,
     MAX_POINT_DIM,
@@ -41,7 +44,9 @@ __all__ = [
 
 MAX_BYTES = 512 * 2**20
 MAX_ZIP_ENTRIES = 100_000
-MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
+# A PNG entry holds at most one 16-bit RGBA image of the allowed size, stored uncompressed, and
+# its metadata chunks (Pillow reads at most 1 MiB of text per chunk).
+PNG_METADATA_BYTES = 2 * 1024 * 1024
 NPZ_PREFERRED_NAMES = ("x", "data")
 ACCEPTED_EXTENSIONS = (".csv", ".npy", ".npz", ".zip")
 
@@ -56,7 +61,6 @@ _PIL_DECODE_ERRORS = (
     Image.DecompressionBombError,
     Image.DecompressionBombWarning,
 )
-_ZIP_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
 
 
 def read_dataset_file(
@@ -66,6 +70,8 @@ def read_dataset_file(
     *,
     max_bytes: int = MAX_BYTES,
     max_entries: int = MAX_ZIP_ENTRIES,
+    max_image_side: int = MAX_IMAGE_SIDE,
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> Dataset:
     """Reads an uploaded file into a validated Dataset, choosing the reader by extension.
 
@@ -80,6 +86,8 @@ def read_dataset_file(
         max_bytes: the limit on the content's size and on the declared uncompressed (and, for
             PNG archives, decoded) size of archive members.
         max_entries: the limit on the number of entries in a .zip or .npz archive.
+        max_image_side: the largest image height or width (checked before a PNG is decoded).
+        max_ratio: the largest decompressed-to-compressed ratio of an archive entry.
 
     Returns:
         The validated dataset.
@@ -105,12 +113,28 @@ def read_dataset_file(
         return read_csv(content, filename)
     if suffix == ".zip":
         _check_fixed_kind(filename, "images", kind)
-        return read_png_zip(content, filename, max_bytes=max_bytes, max_entries=max_entries)
+        return read_png_zip(
+            content,
+            filename,
+            max_bytes=max_bytes,
+            max_entries=max_entries,
+            max_image_side=max_image_side,
+            max_ratio=max_ratio,
+        )
     if suffix == ".npy":
         values = read_npy(content, filename)
     else:
-        values = read_npz(content, filename, max_bytes=max_bytes, max_entries=max_entries)
-    return validate_dataset(values, kind or _infer_kind(values, filename))
+        values = read_npz(
+            content, filename, max_bytes=max_bytes, max_entries=max_entries, max_ratio=max_ratio
+        )
+    dataset = validate_dataset(values, kind or _infer_kind(values, filename))
+    if dataset.kind == "images" and max(dataset.shape[1:]) > max_image_side:
+        _, height, width = dataset.shape
+        raise DataError(
+            f"file {filename!r} holds {height}x{width} images; images may be at most "
+            f"{max_image_side}x{max_image_side}"
+        )
+    return dataset
 
 
 def _check_fixed_kind(filename: str, holds: DataKind, kind: DataKind | None) -> None:
@@ -180,17 +204,6 @@ def read_npy(content: bytes, name: str) -> np.ndarray:
         raise DataError(f"{name!r} could not be read as a .npy file: {error}") from None
 
 
-def _open_zip(content: bytes, filename: str, max_entries: int) -> zipfile.ZipFile:
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(content))
-    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as error:
-        raise DataError(f"{filename!r} is not a valid zip archive: {error}") from None
-    count = len(archive.infolist())
-    if count > max_entries:
-        raise DataError(f"{filename!r} has {count} entries; at most {max_entries} are accepted")
-    return archive
-
-
 def _check_declared_size(members: list[zipfile.ZipInfo], filename: str, max_bytes: int) -> None:
     declared = sum(member.file_size for member in members)
     if declared > max_bytes:
@@ -200,32 +213,26 @@ def _check_declared_size(members: list[zipfile.ZipInfo], filename: str, max_byte
         )
 
 
-def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, filename: str) -> bytes:
-    try:
-        return archive.read(member)
-    except _ZIP_READ_ERRORS as error:
-        raise DataError(
-            f"entry {member.filename!r} of {filename!r} could not be extracted: {error}"
-        ) from None
-
-
 def read_npz(
     content: bytes,
     filename: str,
     *,
     max_bytes: int = MAX_BYTES,
     max_entries: int = MAX_ZIP_ENTRIES,
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> np.ndarray:
     """Loads one array from a .npz archive: the one named ``x`` or ``data``, or the only one.
 
     The members' declared uncompressed sizes are checked against ``max_bytes`` before anything is
-    decompressed, and the chosen member is read with :func:`read_npy` (no unpickling).
+    decompressed, the chosen member is decompressed under the same limit (and ``max_ratio``)
+    counted while reading, and it is parsed with :func:`read_npy` (no unpickling).
 
     Args:
         content: the file's bytes.
         filename: the name used in error messages.
-        max_bytes: the limit on the total declared uncompressed size.
+        max_bytes: the limit on the total declared, and actual, uncompressed size.
         max_entries: the limit on the number of members.
+        max_ratio: the limit on a member's decompressed-to-compressed ratio.
 
     Returns:
         The (not yet validated) array.
@@ -233,8 +240,9 @@ def read_npz(
     Raises:
         DataError: not a zip archive, over a limit, no unambiguous array, or a bad member.
     """
-    with _open_zip(content, filename, max_entries) as archive:
-        members = [member for member in archive.infolist() if not member.is_dir()]
+    limits = ArchiveLimits(max_entries, max_bytes, max_bytes, max_ratio)
+    with ArchiveReader(content, filename, limits) as archive:
+        members = [member for member in archive.members() if not member.is_dir()]
         _check_declared_size(members, filename, max_bytes)
         by_name = {member.filename.removesuffix(".npy"): member for member in members}
         chosen = next((by_name[name] for name in NPZ_PREFERRED_NAMES if name in by_name), None)
@@ -245,7 +253,7 @@ def read_npz(
                 f"{filename!r} holds arrays {sorted(by_name)}; name the dataset array 'x' or "
                 "'data', or store exactly one array"
             )
-        member_bytes = _read_member(archive, chosen, filename)
+        member_bytes = archive.read(chosen)
     return read_npy(member_bytes, f"{filename}:{chosen.filename}")
 
 
@@ -340,29 +348,24 @@ def _is_skipped_entry(name: str) -> bool:
     return parts[0] == "__MACOSX" or parts[-1].startswith(".")
 
 
-def _check_entry_name(name: str, filename: str) -> None:
-    normalized = name.replace("\\", "/")
-    parts = normalized.split("/")
-    has_drive = len(normalized) >= 2 and normalized[1] == ":"
-    if normalized.startswith("/") or has_drive or ".." in parts:
-        raise DataError(
-            f"entry {name!r} of {filename!r} has an absolute path or a '..' component; entries "
-            "must be relative paths inside the archive"
-        )
+def _decode_png(data: bytes, entry: str, filename: str, max_side: int) -> np.ndarray:
+    """Decodes one PNG entry to ``(H, W, C)`` uint8 with C in {1, 3}.
 
-
-def _decode_png(data: bytes, entry: str, filename: str) -> np.ndarray:
-    """Decodes one PNG entry to ``(H, W, C)`` uint8 with C in {1, 3}."""
+    Only Pillow's PNG decoder may open the data, and the size in the header is checked against
+    ``max_side`` (and the pixel count against ``max_side ** 2``) before any pixel is decoded;
+    Pillow's own decompression-bomb warning counts as an error too.
+    """
     where = f"entry {entry!r} of {filename!r}"
+    max_pixels = max_side * max_side
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
                 width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
+                if width * height > max_pixels or max(width, height) > max_side:
                     raise DataError(
                         f"{where} is {width}x{height} pixels; images may be at most "
-                        f"{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} ({MAX_IMAGE_PIXELS} pixels)"
+                        f"{max_side}x{max_side} ({max_pixels} pixels)"
                     )
                 image.load()
                 return _pixels_of(image)
@@ -370,6 +373,8 @@ def _decode_png(data: bytes, entry: str, filename: str) -> np.ndarray:
         raise DataError(f"{where} is not a PNG image (its content is not PNG data)") from None
     except DataError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DataError(f"{where} is a decompression bomb: {error}") from None
     except _PIL_DECODE_ERRORS as error:
         raise DataError(f"{where} is a corrupt or unsafe PNG: {error}") from None
 
@@ -391,13 +396,16 @@ def read_png_zip(
     *,
     max_bytes: int = MAX_BYTES,
     max_entries: int = MAX_ZIP_ENTRIES,
+    max_image_side: int = MAX_IMAGE_SIDE,
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> Dataset:
     """Reads a zip archive of same-sized PNG images, in entry-name order.
 
     Directories, ``__MACOSX/`` and dotfiles are ignored; every other entry must be a relative
-    ``.png`` path. Grayscale (``L``, ``1``, ``LA``, 16-bit) becomes 1 channel; ``RGB``, ``RGBA``
-    (alpha dropped), palette and other modes become 3 channels. Images larger than 256x256 are
-    rejected from their header, before decoding.
+    ``.png`` path that is a regular file and appears once. Grayscale (``L``, ``1``, ``LA``,
+    16-bit) becomes 1 channel; ``RGB``, ``RGBA`` (alpha dropped), palette and other modes become
+    3 channels. Images larger than ``max_image_side`` are rejected from their header, before
+    decoding.
 
     Args:
         content: the archive's bytes.
@@ -405,6 +413,8 @@ def read_png_zip(
         max_bytes: the limit on the total declared uncompressed size of the entries and on the
             decoded pixel bytes.
         max_entries: the limit on the number of entries.
+        max_image_side: the largest height or width of an image.
+        max_ratio: the limit on an entry's decompressed-to-compressed ratio.
 
     Returns:
         The validated images dataset, uint8 ``(N, C, H, W)``.
@@ -413,10 +423,11 @@ def read_png_zip(
         DataError: a bad archive or entry (named), a limit exceeded, or images that differ in size
             or channel count (the first mismatching entry is named).
     """
-    with _open_zip(content, filename, max_entries) as archive:
+    entry_bytes = min(max_bytes, 8 * max_image_side * max_image_side + PNG_METADATA_BYTES)
+    limits = ArchiveLimits(max_entries, max_bytes, entry_bytes, max_ratio)
+    with ArchiveReader(content, filename, limits) as archive:
         members = []
-        for member in archive.infolist():
-            _check_entry_name(member.filename, filename)
+        for member in archive.members():
             if member.is_dir() or _is_skipped_entry(member.filename):
                 continue
             if not member.filename.lower().endswith(".png"):
@@ -431,9 +442,7 @@ def read_png_zip(
         members.sort(key=lambda member: member.filename)
         images: list[np.ndarray] = []
         for member in members:
-            pixels = _decode_png(
-                _read_member(archive, member, filename), member.filename, filename
-            )
+            pixels = _decode_png(archive.read(member), member.filename, filename, max_image_side)
             if images:
                 _check_same_shape(images[0], members[0].filename, pixels, member.filename)
             elif pixels.nbytes * len(members) > max_bytes:

@@ -12,9 +12,10 @@ from app.api.schemas import BuiltinDatasetIn, DatasetList, DatasetOut, ErrorOut
 from app.db import crud
 from app.db.blobs import array_to_npy, npy_to_array
 from app.db.models import Dataset as DatasetRow
+from app.inputs import read_upload
 from app.previews import preview_png
 from app.settings import Settings
-from flows.data import BUILTIN_DATASETS, DataError, Dataset, load_builtin, read_dataset_file
+from flows.data import BUILTIN_DATASETS, DataError, Dataset, load_builtin
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -88,7 +89,7 @@ def upload_dataset(
     filename = file.filename or ""
     content = _read_upload(file, settings.max_upload_bytes)
     try:
-        dataset = read_dataset_file(content, filename, max_bytes=settings.max_upload_bytes)
+        dataset = read_upload(content, filename, settings)
     except DataError as error:
         raise ApiError(422, f"file {filename!r}: {error}", "file") from error
     row = _store(session, settings, owner, dataset, name or filename, f"upload:{filename}", {})

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Query, Response
 
 from app.api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, not_found
-from app.api.schemas import ErrorItem, ErrorOut, JobIn, JobList, JobOut, MetricPoint, MetricsOut
+from app.api.schemas import ErrorOut, JobIn, JobList, JobOut, MetricPoint, MetricsOut
 from app.broker import enqueue_training
 from app.db import crud, lifecycle
 from app.db.models import Job
-from app.settings import Settings
+from app.limits import job_limit_errors
 from flows.config import check_data_compatible
 
 logger = logging.getLogger(__name__)
@@ -23,28 +23,6 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 ERRORS = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}}
 FIELD_IN_MESSAGE = re.compile(r"^((?:flow|training)\.[a-z_]+)")
-
-
-def _limit_errors(body: JobIn, settings: Settings) -> list[ErrorItem]:
-    checks = [
-        ("training.steps", body.training.steps, settings.max_steps, "EFNF_MAX_STEPS"),
-        (
-            "training.batch_size",
-            body.training.batch_size,
-            settings.max_batch_size,
-            "EFNF_MAX_BATCH_SIZE",
-        ),
-        ("flow.width", body.flow.width, settings.max_width, "EFNF_MAX_WIDTH"),
-        ("flow.depth", body.flow.depth, settings.max_depth, "EFNF_MAX_DEPTH"),
-    ]
-    return [
-        ErrorItem(
-            field=field,
-            message=f"{field} {value} is above this service's limit {limit} ({variable})",
-        )
-        for field, value, limit, variable in checks
-        if value > limit
-    ]
 
 
 def _validate_against_dataset(session: SessionDep, owner: str, body: JobIn) -> None:
@@ -68,7 +46,7 @@ def submit_job(
     celery: CeleryDep,
 ) -> JobOut:
     """Queues a training job; the flow config is checked against the data set first."""
-    limit_errors = _limit_errors(body, settings)
+    limit_errors = job_limit_errors(body.flow, body.training, settings)
     if limit_errors:
         first = limit_errors[0]
         raise ApiError(422, first.message, first.field)

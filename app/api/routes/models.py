@@ -24,6 +24,7 @@ from app.db.blobs import clean_metrics
 from app.db.models import Checkpoint, Job
 from app.db.session import session_factory
 from app.inputs import json_batch, png_batch
+from app.limits import check_sample_request, check_score_request
 from app.model_cache import LoadedModel, ModelCache
 from app.previews import preview_png
 from app.settings import Settings
@@ -148,9 +149,11 @@ def _score(
     with session_factory(settings.database_url)() as session:
         model = _resolve(session, owner, model_id, cache)
     field = request.field
+    config = model.loaded.info.flow_config
+    check_score_request(config, len(request.inputs), request.method, field, settings)
     try:
         if field == "files":
-            batch = png_batch(request.inputs, settings.max_upload_bytes)
+            batch = png_batch(request.inputs, settings)
         else:
             batch = json_batch(request.inputs)
         with model.loaded.lock:
@@ -216,8 +219,6 @@ async def log_prob(
         score_request = await _score_request_from_form(request, settings)
     else:
         raw = await request.body()
-        if len(raw) > settings.max_upload_bytes:
-            raise ApiError(413, f"body exceeds {settings.max_upload_bytes} bytes", "inputs")
         try:
             body = ScoreIn.model_validate_json(raw or b"{}")
         except ValidationError as error:
@@ -261,6 +262,7 @@ def samples(
         )
     model = _resolve(session, owner, model_id, cache)
     session.close()
+    check_sample_request(model.loaded.info.flow_config, body.n, settings)
     try:
         with model.loaded.lock:
             array = sample_array(

@@ -1,0 +1,211 @@
+"""This service's limits on the memory and time one request may claim, checked up front.
+
+A job is checked before its row is written or its message queued, a scoring or sampling request
+before the model runs. Two kinds of limits, each an ``EFNF_*`` setting named in the error:
+
+- per field: a table of dotted config paths and the setting that bounds each one, so a new
+  config field with a limit costs one line (``JOB_FIELD_LIMITS``);
+- per estimate: the cost model of :mod:`flows.cost` (expanded weights, activations of a training
+  step, feature values computed by the run, by a scoring batch or by sampling), which bounds
+  combinations that each field alone allows (a wide, deep model on a large batch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from app.api.errors import ApiError
+from app.api.schemas import ErrorItem
+from app.settings import Settings
+from flows.config import FlowConfig, TrainConfig
+from flows.cost import (
+    expanded_weights,
+    forward_activations,
+    inverse_work,
+    logdet_passes,
+    training_method,
+    training_work,
+)
+
+
+@dataclass(frozen=True)
+class FieldLimit:
+    """``path`` (dotted, in the job body) may be at most the value of setting ``setting``."""
+
+    path: str
+    setting: str
+
+
+JOB_FIELD_LIMITS = (
+    FieldLimit("training.steps", "max_steps"),
+    FieldLimit("training.batch_size", "max_batch_size"),
+    FieldLimit("flow.width", "max_width"),
+    FieldLimit("flow.depth", "max_depth"),
+    FieldLimit("flow.hidden_layers", "max_hidden_layers"),
+    FieldLimit("flow.kernel_size", "max_kernel_size"),
+    FieldLimit("flow.exact_max_dim", "max_exact_dim"),
+    FieldLimit("flow.estimator.eval_probes", "max_eval_probes"),
+    FieldLimit("flow.inverse_max_iter", "max_inverse_iterations"),
+)
+
+
+def variable(setting: str) -> str:
+    """The environment variable of a setting: ``max_width`` -> ``EFNF_MAX_WIDTH``."""
+    return f"EFNF_{setting.upper()}"
+
+
+def _at(body: dict[str, Any], path: str) -> Any:
+    value: Any = body
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.4g}"
+
+
+def _over(field: str, what: str, value: float, settings: Settings, setting: str) -> ErrorItem:
+    limit = getattr(settings, setting)
+    return ErrorItem(
+        field=field,
+        message=f"{field}: {what} {_number(value)} is above this service's limit "
+        f"{_number(limit)} ({variable(setting)})",
+    )
+
+
+def job_limit_errors(
+    flow: FlowConfig, training: TrainConfig, settings: Settings
+) -> list[ErrorItem]:
+    """Every limit a job's configs break, field limits first, then the cost estimates."""
+    body = {"flow": flow.model_dump(), "training": training.model_dump()}
+    errors = []
+    for limit in JOB_FIELD_LIMITS:
+        value = _at(body, limit.path)
+        if isinstance(value, int | float) and value > getattr(settings, limit.setting):
+            errors.append(
+                ErrorItem(
+                    field=limit.path,
+                    message=f"{limit.path} {value} is above this service's limit "
+                    f"{getattr(settings, limit.setting)} ({variable(limit.setting)})",
+                )
+            )
+    if errors:
+        return errors
+    method = training_method(flow, training)
+    if method == "exact" and flow.dim > flow.exact_max_dim:
+        errors.append(
+            ErrorItem(
+                field="training.logdet",
+                message=f"training.logdet {training.logdet!r} trains with the exact log-det "
+                f"here, which needs a {flow.dim}x{flow.dim} Jacobian per item, above "
+                f"flow.exact_max_dim {flow.exact_max_dim}; use 'estimate' or raise exact_max_dim",
+            )
+        )
+    metric_points = math.ceil(training.steps / training.metric_interval)
+    if metric_points > settings.max_metric_points:
+        errors.append(
+            _over(
+                "training.metric_interval",
+                "steps / metric_interval (metric rows and validation passes)",
+                metric_points,
+                settings,
+                "max_metric_points",
+            )
+        )
+    checkpoints = math.ceil(training.steps / training.checkpoint_interval)
+    if checkpoints > settings.max_checkpoint_writes:
+        errors.append(
+            _over(
+                "training.checkpoint_interval",
+                "steps / checkpoint_interval (checkpoints written)",
+                checkpoints,
+                settings,
+                "max_checkpoint_writes",
+            )
+        )
+    weights = expanded_weights(flow)
+    if weights > settings.max_weights:
+        errors.append(
+            _over(
+                "flow",
+                "the estimated expanded weights (from width, depth, hidden_layers, kernel_size "
+                "and the group)",
+                weights,
+                settings,
+                "max_weights",
+            )
+        )
+    activations = forward_activations(flow, training.batch_size)
+    if activations > settings.max_step_activations:
+        errors.append(
+            _over(
+                "training.batch_size",
+                "the estimated activations of one training step (batch_size x model size)",
+                activations,
+                settings,
+                "max_step_activations",
+            )
+        )
+    work = training_work(flow, training)
+    if work > settings.max_training_work:
+        errors.append(
+            _over(
+                "training.steps",
+                "the estimated work of the run (steps x log-det passes x activations)",
+                work,
+                settings,
+                "max_training_work",
+            )
+        )
+    return errors
+
+
+def check_score_request(
+    flow: FlowConfig, count: int, method: str, field: str, settings: Settings
+) -> None:
+    """Refuses (422) a scoring request the model cannot serve exactly or within the work limit."""
+    resolved = method
+    if method == "auto":
+        resolved = "exact" if flow.dim <= flow.exact_max_dim else "estimate"
+    if resolved == "exact" and flow.dim > flow.exact_max_dim:
+        raise ApiError(
+            422,
+            f"method 'exact' needs a {flow.dim}x{flow.dim} Jacobian per item, above this "
+            f"model's exact_max_dim {flow.exact_max_dim}; use 'estimate' or 'auto'",
+            "method",
+        )
+    work = logdet_passes(flow, resolved, training=False) * forward_activations(flow, count)
+    if work > settings.max_score_work:
+        raise ApiError(
+            422,
+            f"{field}: scoring {count} items with method {resolved!r} is estimated at "
+            f"{work:.4g} feature values, above this service's limit "
+            f"{settings.max_score_work:.4g} (EFNF_MAX_SCORE_WORK); send fewer items",
+            field,
+        )
+
+
+def check_sample_request(flow: FlowConfig, n: int, settings: Settings) -> None:
+    """Refuses (422) a sampling request whose output or inversion work is over the limits."""
+    values = n * flow.dim
+    if values > settings.max_sample_values:
+        raise ApiError(
+            422,
+            f"n {n}: {n} samples of {flow.dim} values are {values} numbers, above this "
+            f"service's limit {settings.max_sample_values} (EFNF_MAX_SAMPLE_VALUES)",
+            "n",
+        )
+    work = inverse_work(flow, n)
+    if work > settings.max_sample_work:
+        raise ApiError(
+            422,
+            f"n {n}: inverting {n} samples of this model (up to {flow.inverse_max_iter} "
+            f"iterations) is estimated at {work:.4g} feature values, above this service's limit "
+            f"{settings.max_sample_work:.4g} (EFNF_MAX_SAMPLE_WORK); ask for fewer samples",
+            "n",
+        )

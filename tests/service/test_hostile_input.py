@@ -1,0 +1,1092 @@
+"""Hostile and broken input, case by case, on each real stack: every case is refused with a 4xx
+JSON error whose message names the problem, and leaves nothing behind (no data set or job row,
+no spooled temporary file, open or on disk).
+
+The lists below are the inventory of bad inputs tried: uploads (default limits, then strict
+limits), request bodies over the size limits, job configs, scoring and sampling requests.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import select
+import socket
+import stat
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from sqlalchemy import func
+from sqlalchemy import select as sql_select
+
+from app.db.models import Dataset, Job
+from app.db.session import session_scope
+from app.main import create_app
+from tests.service.hostile_files import (
+    Chunks,
+    MiB,
+    encrypted_zip,
+    gray,
+    lying_size_zip,
+    npy,
+    npy_declaring,
+    npz,
+    other_format,
+    png,
+    png_declaring,
+    truncated,
+    zip_of,
+    zip_with_directory_only,
+    zip_with_symlink,
+)
+from tests.service.payloads import IMAGE_FLOW, POINTS_FLOW, Trained, submit_job
+from tests.service.stack import Stack
+
+pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
+
+# A second app on the same stack (same database and broker) with small limits, so that limits
+# can be crossed with small requests.
+STRICT_LIMITS: dict[str, Any] = {
+    "max_upload_bytes": 256 * 1024,
+    "max_json_bytes": 16 * 1024,
+    "max_archive_entries": 50,
+    "max_dataset_items": 50,
+    "max_image_side": 16,
+    # One 8x8 image scored exactly is estimated at 327,680 feature values.
+    "max_score_work": 400_000.0,
+    "max_sample_values": 100,
+    "max_sample_work": 100_000.0,
+}
+STRICT_BODY_LIMIT = STRICT_LIMITS["max_upload_bytes"] + 256 * 1024
+
+RNG = np.random.default_rng(0)
+POINTS = RNG.normal(size=(64, 2)).astype(np.float32)
+DIGIT = (RNG.integers(0, 256, size=(8, 8))).astype(np.uint8)
+
+
+def _with(array: np.ndarray, index: tuple[int, ...], value: float) -> np.ndarray:
+    changed = array.astype(np.float64)
+    changed[index] = value
+    return changed
+
+
+# (id, file name, content, status, fragment of the message); the field is always "file".
+UPLOADS: list[tuple[str, str, bytes, int, str]] = [
+    # Pickles and non-numeric arrays.
+    ("pickled-npy", "p.npy", npy(np.array([{"a": 1}, None], dtype=object)), 422, "pickle"),
+    ("pickled-npz", "p.npz", npz(x=np.array([[1, "a"]], dtype=object)), 422, "pickle"),
+    ("string-npy", "s.npy", npy(np.array([["1", "2"]])), 422, "dtype <U1"),
+    ("complex-npy", "c.npy", npy(np.ones((4, 2), np.complex64)), 422, "dtype complex64"),
+    ("structured-npy", "r.npy", npy(np.zeros((3, 2), "i4,f4")), 422, "real numeric"),
+    # Truncated or corrupt containers.
+    ("truncated-npy", "t.npy", truncated(npy(POINTS)), 422, "truncated or corrupt"),
+    ("lying-header-npy", "l.npy", npy_declaring((10**9, 2)), 422, "only 16 bytes of data"),
+    ("garbage-npy", "g.npy", b"\x93NUMPY\x01\x00garbage", 422, "not a valid .npy"),
+    ("not-npy", "n.npy", b"1,2\n3,4\n", 422, "not a valid .npy"),
+    ("empty-npy", "e.npy", b"", 422, "not a valid .npy"),
+    ("truncated-npz", "t.npz", truncated(npz(x=POINTS)), 422, "not a valid zip archive"),
+    ("empty-zip", "e.zip", b"", 422, "not a valid zip archive"),
+    ("garbage-zip", "g.zip", RNG.bytes(2000), 422, "not a valid zip archive"),
+    ("truncated-zip", "t.zip", truncated(zip_of([("a.png", png(DIGIT))]), 0.9), 422, "zip"),
+    ("truncated-png", "t.zip", zip_of([("a.png", truncated(png(DIGIT)))]), 422, "corrupt"),
+    ("png-without-pixels", "e.zip", zip_of([("a.png", png_declaring(8, 8, False))]), 422, "a.png"),
+    # Values and shapes.
+    ("nan-npy", "n.npy", npy(_with(POINTS, (3, 1), np.nan)), 422, "non-finite value(s)"),
+    ("inf-npy", "i.npy", npy(_with(POINTS, (0, 0), np.inf)), 422, "non-finite value(s)"),
+    ("nan-npz", "n.npz", npz(x=_with(POINTS, (1, 1), np.nan)), 422, "NaN or Inf"),
+    ("huge-values-npy", "h.npy", npy(_with(POINTS, (2, 0), 1e30)), 422, "magnitude 1e+30"),
+    ("float-image-out-of-range", "f.npy", npy(np.full((2, 8, 8), 1.5)), 422, "[0, 1]"),
+    ("int-image-out-of-range", "i.npy", npy(np.full((2, 8, 8), 300)), 422, "0..255"),
+    ("nan-image", "n.npy", npy(_with(np.zeros((2, 8, 8)), (0, 1, 1), np.nan)), 422, "NaN"),
+    ("rank-1-npy", "r.npy", npy(np.zeros(10, np.float32)), 422, "rank 1"),
+    ("rank-5-npy", "r.npy", npy(np.zeros((2, 1, 1, 4, 4), np.uint8)), 422, "rank 5"),
+    ("scalar-npy", "s.npy", npy(np.float32(1.0)), 422, "rank 0"),
+    ("no-rows-npy", "z.npy", npy(np.zeros((0, 2), np.float32)), 422, "no rows"),
+    ("wide-points-npy", "w.npy", npy(np.zeros((4, 65), np.float32)), 422, "D=65"),
+    ("tiny-images-npy", "t.npy", npy(np.zeros((4, 1, 1), np.uint8)), 422, "between 2 and 256"),
+    ("five-channel-images", "c.npy", npy(np.zeros((4, 5, 8, 8), np.uint8)), 422, "channel"),
+    ("ambiguous-npz", "a.npz", npz(a=POINTS, b=POINTS), 422, "name the dataset array 'x'"),
+    ("empty-npz", "e.npz", npz(), 422, "holds arrays []"),
+    # PNG archives: sizes, modes and content behind a .png name.
+    (
+        "mixed-sizes-zip",
+        "m.zip",
+        zip_of([("a.png", png(gray(8, 8))), ("b.png", png(gray(8, 6)))]),
+        422,
+        "all images must have the same size",
+    ),
+    (
+        "mixed-modes-zip",
+        "m.zip",
+        zip_of([("a.png", png(gray())), ("b.png", png(np.zeros((8, 8, 3), np.uint8)))]),
+        422,
+        "'b.png' is 8x8 with 3 channels but 'a.png' is 8x8 with 1 channel",
+    ),
+    ("jpeg-as-png", "j.zip", zip_of([("a.png", other_format(DIGIT, "JPEG"))]), 422, "not a PNG"),
+    ("gif-as-png", "g.zip", zip_of([("a.png", other_format(DIGIT, "GIF"))]), 422, "not a PNG"),
+    ("bmp-as-png", "b.zip", zip_of([("a.png", other_format(DIGIT, "BMP"))]), 422, "not a PNG"),
+    ("text-as-png", "t.zip", zip_of([("a.png", b"<svg></svg>")]), 422, "not a PNG"),
+    ("npy-as-png", "n.zip", zip_of([("a.png", npy(POINTS))]), 422, "not a PNG"),
+    ("png-over-256", "b.zip", zip_of([("a.png", png(gray(300, 8)))]), 422, "8x300 pixels"),
+    ("png-bomb-1e8", "b.zip", zip_of([("a.png", png_declaring(10_000, 10_000))]), 422, "bomb"),
+    ("png-bomb-4e8", "b.zip", zip_of([("a.png", png_declaring(20_000, 20_000))]), 422, "bomb"),
+    (
+        "png-header-1000x1000",
+        "b.zip",
+        zip_of([("a.png", png_declaring(1000, 1000))]),
+        422,
+        "1000x1000 pixels; images may be at most 256x256",
+    ),
+    # Zip bombs: sizes counted while decompressing.
+    (
+        "npz-bomb-ratio",
+        "bomb.npz",
+        npz(compressed=True, x=np.zeros((1_500_000, 2), np.float32)),
+        422,
+        "expands more than 200 times its compressed size",
+    ),
+    (
+        "png-ratio-bomb",
+        "bomb.zip",
+        zip_of([("a.png", bytes(8 * MiB))]),
+        422,
+        "'a.png' of 'bomb.zip' expands more than 200 times its compressed size",
+    ),
+    (
+        "png-entry-over-entry-limit",
+        "big.zip",
+        zip_of([("a.png", RNG.bytes(3 * MiB))]),
+        422,
+        "decompresses to more than 2621440 bytes, the limit for one entry",
+    ),
+    (
+        "lying-size-bomb",
+        "bomb.zip",
+        lying_size_zip("a.png", 4 * MiB, 100),
+        422,
+        "could not be extracted",
+    ),
+    (
+        "declared-size-bomb",
+        "bomb.npz",
+        lying_size_zip("x.npy", 1000, 200 * MiB),
+        422,
+        "declares 209715200 bytes uncompressed",
+    ),
+    # Path tricks and odd entries.
+    ("dotdot-entry", "e.zip", zip_of([("../a.png", png(DIGIT))]), 422, "'..' component"),
+    ("nested-dotdot", "e.zip", zip_of([("x/../../a.png", png(DIGIT))]), 422, "'..' component"),
+    ("absolute-entry", "e.zip", zip_of([("/tmp/a.png", png(DIGIT))]), 422, "absolute path"),
+    ("drive-entry", "e.zip", zip_of([("C:/a.png", png(DIGIT))]), 422, "absolute path"),
+    ("backslash-dotdot", "e.zip", zip_of([("..\\a.png", png(DIGIT))]), 422, "'..' component"),
+    ("control-char-name", "e.zip", zip_of([("a\x01.png", png(DIGIT))]), 422, "control"),
+    ("symlink-entry", "s.zip", zip_with_symlink(), 422, "'b.png' of 's.zip' is a symbolic link"),
+    (
+        "duplicate-entry",
+        "d.zip",
+        zip_of([("a.png", png(DIGIT)), ("a.png", png(DIGIT))]),
+        422,
+        "duplicates entry 'a.png'",
+    ),
+    (
+        "duplicate-after-normalising",
+        "d.zip",
+        zip_of([("a.png", png(DIGIT)), ("./A.PNG", png(DIGIT))]),
+        422,
+        "duplicates entry 'a.png'",
+    ),
+    ("directory-only", "d.zip", zip_with_directory_only(), 422, "contains no .png images"),
+    ("non-png-entry", "n.zip", zip_of([("a.png", png(DIGIT)), ("b.txt", b"x")]), 422, ".png"),
+    ("encrypted-entry", "c.zip", encrypted_zip(), 422, "is encrypted"),
+    ("npz-dotdot-member", "p.npz", zip_of([("../x.npy", npy(POINTS))]), 422, "'..' component"),
+    (
+        "npz-symlink-member",
+        "p.npz",
+        zip_with_symlink().replace(b"b.png", b"x.npy"),
+        422,
+        "symbolic link",
+    ),
+    # CSV.
+    ("csv-text", "t.csv", b"x,y\n1,2\n3,abc\n", 422, "line 3, column 2: 'abc' is not a number"),
+    ("csv-ragged", "r.csv", b"1,2\n3,4\n5\n", 422, "line 3 has 1 fields but earlier rows have 2"),
+    ("csv-empty", "e.csv", b"", 422, "no data rows"),
+    ("csv-blank-lines", "e.csv", b"\n\n  \n", 422, "no data rows"),
+    ("csv-header-only", "h.csv", b"x,y\n", 422, "no data rows"),
+    ("csv-two-headers", "h.csv", b"x,y\na,b\n1,2\n", 422, "line 2, column 1: 'a' is not a number"),
+    ("csv-header-later", "h.csv", b"1,2\nx,y\n", 422, "'x' is not a number"),
+    ("csv-nan", "n.csv", b"1,2\nnan,3\n", 422, "'nan' is not a finite number"),
+    ("csv-inf", "i.csv", b"1,2\n-inf,3\n", 422, "'-inf' is not a finite number"),
+    ("csv-overflow", "o.csv", b"1,2\n1e400,3\n", 422, "'1e400' is not a finite number"),
+    ("csv-hex", "h.csv", b"1,2\n0x10,3\n", 422, "'0x10' is not a number"),
+    ("csv-not-utf8", "l.csv", "1,é\n".encode("latin-1"), 422, "not UTF-8"),
+    ("csv-binary", "b.csv", b"\x00\x01\x02\xff\xfe", 422, "not UTF-8"),
+    ("csv-unclosed-quote", "q.csv", b'1,"2\n3,4\n', 422, "'2\\n3,4\\n' is not a number"),
+    ("csv-65-columns", "w.csv", (",".join(["1"] * 65) + "\n").encode(), 422, "65 columns"),
+    # Names.
+    ("unknown-extension", "points.txt", b"1,2\n", 422, "accepted extensions are"),
+    ("no-extension", "points", b"1,2\n", 422, "'(none)'"),
+    ("double-extension", "points.csv.exe", b"1,2\n", 422, "'.exe'"),
+]
+
+# Uploads against the strict app: (id, file name, content, status, fragment).
+STRICT_UPLOADS: list[tuple[str, str, bytes, int, str]] = [
+    (
+        "too-many-entries",
+        "many.zip",
+        zip_of([(f"{index:03d}.png", png(gray(4, 4))) for index in range(51)]),
+        422,
+        "has more than 50 entries; at most 50",
+    ),
+    (
+        "too-many-npz-members",
+        "many.npz",
+        npz(**{f"a{index}": np.zeros(1) for index in range(60)}),
+        422,
+        "has more than 50 entries",
+    ),
+    ("png-over-side-cap", "b.zip", zip_of([("a.png", png(gray(17, 17)))]), 422, "at most 16x16"),
+    ("too-many-items", "p.csv", b"1,2\n" * 51, 422, "EFNF_MAX_DATASET_ITEMS"),
+    ("npy-over-side-cap", "b.npy", npy(np.zeros((2, 32, 32), np.uint8)), 422, "at most 16x16"),
+    (
+        "file-over-limit-within-envelope",
+        "big.npy",
+        npy(np.zeros((40_000, 2), np.float32)),
+        413,
+        "file is larger than 262144 bytes (EFNF_MAX_UPLOAD_BYTES)",
+    ),
+]
+
+# Request bodies over the strict limits: (id, method path, request kwargs, status, fragment).
+# The field is always "body".
+BODIES: list[tuple[str, str, dict[str, Any], int, str]] = [
+    (
+        "upload-over-content-length",
+        "/v1/datasets",
+        {"files": {"file": ("big.npy", bytes(STRICT_BODY_LIMIT + 1))}},
+        413,
+        "nothing was read",
+    ),
+    (
+        "chunked-upload-without-content-length",
+        "/v1/datasets",
+        {
+            "content": Chunks(16, 64 * 1024),
+            "headers": {"content-type": "multipart/form-data; boundary=b"},
+        },
+        413,
+        "the upload was stopped after",
+    ),
+    (
+        "content-length-smaller-than-body",
+        "/v1/datasets/builtin",
+        {"content": b'{"name": "rings"}', "headers": {"content-length": "4"}},
+        400,
+        "more than the 4 bytes its Content-Length declares",
+    ),
+    (
+        "content-length-larger-than-limit",
+        "/v1/datasets/builtin",
+        {"content": b'{"name": "rings"}', "headers": {"content-length": str(10**12)}},
+        413,
+        "Content-Length 1000000000000 is above the limit",
+    ),
+    (
+        "content-length-not-a-number",
+        "/v1/datasets/builtin",
+        {"content": b'{"name": "rings"}', "headers": {"content-length": "12abc"}},
+        400,
+        "Content-Length '12abc' is not a byte count",
+    ),
+    (
+        "content-length-negative",
+        "/v1/datasets/builtin",
+        {"content": b'{"name": "rings"}', "headers": {"content-length": "-1"}},
+        400,
+        "Content-Length '-1' is not a byte count",
+    ),
+    (
+        "json-over-limit",
+        "/v1/jobs",
+        {"content": b'{"dataset_id": "' + b"x" * 20_000 + b'"}'},
+        413,
+        "(EFNF_MAX_JSON_BYTES)",
+    ),
+    (
+        "chunked-json-over-limit",
+        "/v1/jobs",
+        {
+            "content": Chunks(8, 4096, b" "),
+            "headers": {"content-type": "application/json"},
+        },
+        413,
+        "the upload was stopped after",
+    ),
+    (
+        "scoring-json-over-limit",
+        "/v1/models/job_x/log-prob",
+        {"json": {"inputs": [[0.5, 0.5]] * 2000}},
+        413,
+        "EFNF_MAX_JSON_BYTES",
+    ),
+    (
+        "scoring-files-over-limit",
+        "/v1/models/job_x/log-prob",
+        {"files": [("files", (f"{i}.png", bytes(100_000))) for i in range(6)]},
+        413,
+        "EFNF_MAX_UPLOAD_BYTES",
+    ),
+]
+
+
+# Built-in data sets: (id, body, status, field, fragment).
+BUILTINS: list[tuple[str, Any, int, str, str]] = [
+    ("unknown-name", {"name": "../etc/passwd"}, 422, "name", "is not a built-in data set"),
+    ("n-zero", {"name": "rings", "n": 0}, 422, "n", "greater than or equal to 1"),
+    ("n-over-limit", {"name": "rings", "n": 10**6}, 422, "n", "EFNF_MAX_BUILTIN_ITEMS"),
+    ("n-huge", {"name": "rings", "n": 10**30}, 422, "n", "EFNF_MAX_BUILTIN_ITEMS"),
+    ("seed-negative", {"name": "rings", "seed": -3}, 422, "seed", "greater than or equal"),
+    ("extra-field", {"name": "rings", "path": "/tmp"}, 422, "path", "Extra inputs"),
+    ("name-missing", {}, 422, "name", "Field required"),
+]
+
+# Job configs: (id, data set kind, flow overrides, training, status, field, fragment).
+JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
+    ("steps", "points", {}, {"steps": 300_000}, 422, "training.steps", "EFNF_MAX_STEPS"),
+    ("batch", "points", {}, {"batch_size": 5000}, 422, "training.batch_size", "EFNF_MAX_BATCH"),
+    ("width", "points", {"width": 300}, {}, 422, "flow.width", "EFNF_MAX_WIDTH"),
+    ("width-schema", "points", {"width": 10**6}, {}, 422, "flow.width", "less than or equal"),
+    ("depth-schema", "points", {"depth": 65}, {}, 422, "flow.depth", "less than or equal to 64"),
+    ("hidden-layers", "points", {"hidden_layers": 6}, {}, 422, "flow.hidden_layers", "_LAYERS"),
+    ("kernel", "images", {"kernel_size": 9}, {}, 422, "flow.kernel_size", "MAX_KERNEL_SIZE"),
+    ("exact-dim", "images", {"exact_max_dim": 4096}, {}, 422, "flow.exact_max_dim", "EXACT_DIM"),
+    (
+        "probes",
+        "points",
+        {"estimator": {"eval_probes": 512}},
+        {},
+        422,
+        "flow.estimator.eval_probes",
+        "EFNF_MAX_EVAL_PROBES",
+    ),
+    (
+        "inverse-iterations",
+        "points",
+        {"inverse_max_iter": 50_000},
+        {},
+        422,
+        "flow.inverse_max_iter",
+        "EFNF_MAX_INVERSE_ITERATIONS",
+    ),
+    (
+        "metric-every-step",
+        "points",
+        {},
+        {"steps": 200_000, "metric_interval": 1},
+        422,
+        "training.metric_interval",
+        "EFNF_MAX_METRIC_POINTS",
+    ),
+    (
+        "checkpoint-every-step",
+        "points",
+        {},
+        {"steps": 50_000, "checkpoint_interval": 1},
+        422,
+        "training.checkpoint_interval",
+        "EFNF_MAX_CHECKPOINT_WRITES",
+    ),
+    (
+        "auto-training-of-points-above-exact-dim",
+        "points",
+        {"exact_max_dim": 1},
+        {},
+        422,
+        "training.logdet",
+        "'auto' trains with the exact log-det here, which needs a 2x2 Jacobian",
+    ),
+    (
+        "exact-training-above-exact-dim",
+        "images",
+        {"exact_max_dim": 16},
+        {"logdet": "exact"},
+        422,
+        "training.logdet",
+        "64x64 Jacobian",
+    ),
+    (
+        "weights",
+        "images",
+        {"group": "D16", "width": 256, "depth": 64, "kernel_size": 7},
+        {},
+        422,
+        "flow",
+        "EFNF_MAX_WEIGHTS",
+    ),
+    (
+        "step-activations",
+        "images",
+        {"width": 128, "depth": 8},
+        {"batch_size": 4096},
+        422,
+        "training.batch_size",
+        "EFNF_MAX_STEP_ACTIVATIONS",
+    ),
+    (
+        "training-work",
+        "images",
+        {"width": 64, "depth": 16},
+        {"steps": 200_000, "batch_size": 1024},
+        422,
+        "training.steps",
+        "EFNF_MAX_TRAINING_WORK",
+    ),
+    ("width-text", "points", {"width": "wide"}, {}, 422, "flow.width", "valid integer"),
+    ("width-float", "points", {"width": 2.5}, {}, 422, "flow.width", "integer"),
+    ("width-negative", "points", {"width": -1}, {}, 422, "flow.width", "greater than or equal"),
+    ("steps-null", "points", {}, {"steps": None}, 422, "training.steps", "integer"),
+    (
+        "lr-nan",
+        "points",
+        {},
+        {"learning_rate": "NaN"},
+        422,
+        "training.learning_rate",
+        "less than or equal to 1",
+    ),
+    ("rank-2-shape", "points", {"data_shape": [8, 8]}, {}, 422, "flow.data_shape", "rank 2"),
+    ("group-17", "points", {"group": "C17"}, {}, 422, "flow.group", "at most 16"),
+    ("unknown-field", "points", {"colour": "red"}, {}, 422, "flow.colour", "Extra inputs"),
+    ("wrong-shape", "points", {"data_shape": [3]}, {}, 422, "flow", "acts on 2-D points only"),
+]
+
+# Raw job bodies: (id, content, status, field, fragment).
+RAW_JOBS: list[tuple[str, bytes, int, str, str]] = [
+    ("not-json", b"{not json", 422, "body", "invalid JSON at character 1"),
+    ("json-array", b"[1, 2]", 422, "body", "valid dictionary"),
+    ("json-string", b'"job"', 422, "body", "valid dictionary"),
+    ("no-dataset", b'{"flow": {"data_shape": [2]}}', 422, "dataset_id", "Field required"),
+    ("deep-nesting", b'{"flow": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "body", "recursion"),
+]
+
+
+def _nested(depth: int) -> list:
+    value: list = [0.0]
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def _png_files(*contents: bytes) -> list[tuple[str, tuple[str, bytes]]]:
+    return [("files", (f"{index}.png", content)) for index, content in enumerate(contents)]
+
+
+# Scoring: (id, model, request kwargs, status, field, fragment).
+SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
+    (
+        "points-to-image-model",
+        "images",
+        {"json": {"inputs": [[1.0, 2.0]]}},
+        422,
+        "inputs",
+        "[n, 1, 8, 8]",
+    ),
+    (
+        "wrong-image-size",
+        "images",
+        {"json": {"inputs": [[[[0] * 4] * 4]]}},
+        422,
+        "inputs",
+        "[1, 1, 4, 4]",
+    ),
+    ("wrong-point-dim", "points", {"json": {"inputs": [[1, 2, 3]]}}, 422, "inputs", "[n, 2]"),
+    ("missing-batch-axis", "points", {"json": {"inputs": [1.0, 2.0]}}, 422, "inputs", "[2]"),
+    (
+        "levels-over-255",
+        "images",
+        {"json": {"inputs": [[[[256] * 8] * 8]]}},
+        422,
+        "inputs",
+        "0..255",
+    ),
+    (
+        "negative-levels",
+        "images",
+        {"json": {"inputs": [[[[-1] * 8] * 8]]}},
+        422,
+        "inputs",
+        "0..255",
+    ),
+    (
+        "floats-over-1",
+        "images",
+        {"json": {"inputs": [[[[1.5] * 8] * 8]]}},
+        422,
+        "inputs",
+        "[0, 1]",
+    ),
+    ("nan-point", "points", {"content": b'{"inputs": [[NaN, 1.0]]}'}, 422, "inputs", "NaN"),
+    (
+        "infinite-point",
+        "points",
+        {"content": b'{"inputs": [[1e400, 1.0]]}'},
+        422,
+        "inputs",
+        "NaN or infinite",
+    ),
+    ("empty-batch", "points", {"json": {"inputs": []}}, 422, "inputs", "at least 1 item"),
+    ("empty-item", "points", {"json": {"inputs": [[]]}}, 422, "inputs", "[1, 0]"),
+    (
+        "too-many-items",
+        "points",
+        {"json": {"inputs": [[0.0, 0.0]] * 1025}},
+        422,
+        "inputs",
+        "EFNF_MAX_SCORE_ITEMS",
+    ),
+    ("ragged", "points", {"json": {"inputs": [[1, 2], [3]]}}, 422, "inputs", "ragged"),
+    ("text-values", "points", {"json": {"inputs": [["a", "b"]]}}, 422, "inputs", "numbers"),
+    ("bool-values", "points", {"json": {"inputs": [[True, False]]}}, 422, "inputs", "numbers"),
+    ("null-values", "points", {"json": {"inputs": [[None, 1]]}}, 422, "inputs", "numbers"),
+    ("huge-integer", "points", {"json": {"inputs": [[10**30, 1]]}}, 422, "inputs", "numbers"),
+    ("object-items", "points", {"json": {"inputs": [{"x": 1, "y": 2}]}}, 422, "inputs", "numbers"),
+    ("inputs-object", "points", {"json": {"inputs": {"x": [1, 2]}}}, 422, "inputs", "valid array"),
+    ("inputs-string", "points", {"json": {"inputs": "1,2"}}, 422, "inputs", "valid array"),
+    (
+        "nested-past-recursion-limit",
+        "points",
+        {"content": b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}"},
+        422,
+        "body",
+        "invalid JSON: recursion limit exceeded",
+    ),
+    (
+        "more-dims-than-numpy",
+        "points",
+        {"json": {"inputs": _nested(40)}},
+        422,
+        "inputs",
+        "dimension",
+    ),
+    (
+        "too-deep",
+        "points",
+        {"json": {"inputs": [[[[[[[[[[[[0]]]]]]]]]]]]}},
+        422,
+        "inputs",
+        "shape",
+    ),
+    ("no-inputs", "points", {"json": {"method": "exact"}}, 422, "inputs", "Field required"),
+    ("body-array", "points", {"json": [[1, 2]]}, 422, "body", "an object"),
+    ("not-json", "points", {"content": b"inputs=1,2"}, 422, "body", "JSON"),
+    (
+        "bad-method",
+        "points",
+        {"json": {"inputs": [[1, 2]], "method": "fast"}},
+        422,
+        "method",
+        "'exact'",
+    ),
+    (
+        "negative-seed",
+        "points",
+        {"json": {"inputs": [[1, 2]], "seed": -1}},
+        422,
+        "seed",
+        "greater",
+    ),
+    ("extra-field", "points", {"json": {"inputs": [[1, 2]], "n": 3}}, 422, "n", "Extra inputs"),
+    (
+        "exact-above-exact-dim",
+        "narrow",
+        {"json": {"inputs": [[1, 2]], "method": "exact"}},
+        422,
+        "method",
+        "exact_max_dim 1",
+    ),
+    ("png-to-points-model", "points", {"files": _png_files(png(DIGIT))}, 422, "files", "[n, 2]"),
+    (
+        "png-wrong-size",
+        "images",
+        {"files": _png_files(png(gray(4, 4)))},
+        422,
+        "files",
+        "[1, 1, 4, 4]",
+    ),
+    (
+        "png-rgb-to-gray-model",
+        "images",
+        {"files": _png_files(png(np.zeros((8, 8, 3), np.uint8)))},
+        422,
+        "files",
+        "[1, 3, 8, 8]",
+    ),
+    (
+        "png-mixed-sizes",
+        "images",
+        {"files": _png_files(png(DIGIT), png(gray(6, 6)))},
+        422,
+        "files",
+        "same size",
+    ),
+    (
+        "png-not-png",
+        "images",
+        {"files": _png_files(other_format(DIGIT, "JPEG"))},
+        422,
+        "files",
+        "not a PNG",
+    ),
+    (
+        "png-truncated",
+        "images",
+        {"files": _png_files(truncated(png(DIGIT)))},
+        422,
+        "files",
+        "corrupt",
+    ),
+    (
+        "png-bomb",
+        "images",
+        {"files": _png_files(png_declaring(20_000, 20_000))},
+        422,
+        "files",
+        "bomb",
+    ),
+    ("png-empty-file", "images", {"files": _png_files(b"")}, 422, "files", "not a PNG"),
+    (
+        "too-many-files",
+        "images",
+        {"files": _png_files(*[b"x"] * 1025)},
+        400,
+        "body",
+        "Too many files. Maximum number of files is 1024",
+    ),
+    (
+        "form-field-over-part-limit",
+        "images",
+        {"files": _png_files(png(DIGIT)), "data": {"method": "e" * (2 * MiB)}},
+        400,
+        "body",
+        "Part exceeded maximum size",
+    ),
+    (
+        "form-without-files",
+        "images",
+        {"data": {"method": "exact"}, "files": {"other": ("a", b"x")}},
+        422,
+        "files",
+        "at least one PNG",
+    ),
+    (
+        "form-bad-method",
+        "images",
+        {"files": _png_files(png(DIGIT)), "data": {"method": "fast"}},
+        422,
+        "method",
+        "'exact'",
+    ),
+    (
+        "form-text-seed",
+        "images",
+        {"files": _png_files(png(DIGIT)), "data": {"seed": "x"}},
+        422,
+        "seed",
+        "integer",
+    ),
+    ("unknown-model", "missing", {"json": {"inputs": [[1, 2]]}}, 404, "model_id", "no such model"),
+]
+
+# Scoring against the strict app: (id, model, request kwargs, status, field, fragment).
+STRICT_SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
+    (
+        "score-work",
+        "images",
+        {"json": {"inputs": [DIGIT[None].tolist()] * 2}},
+        422,
+        "inputs",
+        "EFNF_MAX_SCORE_WORK",
+    ),
+    (
+        "png-over-side-cap",
+        "images",
+        {"files": _png_files(png(gray(17, 17)))},
+        422,
+        "files",
+        "at most 16x16",
+    ),
+]
+
+# Sampling: (id, model, body, status, field, fragment).
+SAMPLES: list[tuple[str, str, Any, int, str, str]] = [
+    ("n-zero", "points", {"n": 0}, 422, "n", "greater than or equal to 1"),
+    ("n-negative", "points", {"n": -5}, 422, "n", "greater than or equal to 1"),
+    ("n-over-limit", "points", {"n": 1025}, 422, "n", "EFNF_MAX_SAMPLES"),
+    ("n-huge", "points", {"n": 10**20}, 422, "n", "EFNF_MAX_SAMPLES"),
+    ("n-text", "points", {"n": "many"}, 422, "n", "valid integer"),
+    ("n-float", "points", {"n": 2.5}, 422, "n", "integer"),
+    ("temperature-zero", "points", {"temperature": 0}, 422, "temperature", "greater than 0"),
+    ("temperature-high", "points", {"temperature": 11}, 422, "temperature", "less than or equal"),
+    ("temperature-text", "points", {"temperature": "hot"}, 422, "temperature", "valid number"),
+    ("temperature-nan", "points", b'{"temperature": NaN}', 422, "temperature", "temperature"),
+    ("temperature-inf", "points", b'{"temperature": Infinity}', 422, "temperature", "less"),
+    ("seed-negative", "points", {"seed": -1}, 422, "seed", "greater than or equal to 0"),
+    ("seed-too-big", "points", {"seed": 2**40}, 422, "seed", "less than or equal"),
+    ("bad-format", "points", {"format": "gif"}, 422, "format", "'json', 'npy' or 'png'"),
+    ("extra-field", "points", {"inputs": [[1, 2]]}, 422, "inputs", "Extra inputs"),
+    ("body-array", "points", [16], 422, "body", "valid dictionary"),
+    ("unknown-model", "missing", {"n": 2}, 404, "model_id", "no such model"),
+]
+
+STRICT_SAMPLES: list[tuple[str, str, Any, int, str, str]] = [
+    ("sample-values", "points", {"n": 51}, 422, "n", "EFNF_MAX_SAMPLE_VALUES"),
+    ("sample-work", "points", {"n": 12}, 422, "n", "EFNF_MAX_SAMPLE_WORK"),
+]
+
+
+def _ids(cases: list[tuple]) -> list[str]:
+    return [case[0] for case in cases]
+
+
+def assert_refused(response: Any, status: int, field: str, fragment: str) -> None:
+    """A ``status`` JSON error on ``field`` whose message contains ``fragment``."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"message", "field", "errors"}, body
+    assert body["field"] == field, body
+    assert fragment in body["message"], body
+
+
+def _row_counts(stack: Stack) -> tuple[int, int]:
+    with session_scope(stack.settings.database_url) as session:
+        datasets = session.scalar(sql_select(func.count()).select_from(Dataset))
+        jobs = session.scalar(sql_select(func.count()).select_from(Job))
+    return datasets, jobs
+
+
+def _open_files_under(directory: Path) -> list[str]:
+    opened = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(directory)):
+            opened.append(target)
+    return opened
+
+
+@pytest.fixture
+def nothing_left_behind(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Spools uploads into a private directory, then checks that the request left no data set
+    or job row and no temporary file, on disk or open."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    before = _row_counts(stack)
+    yield
+    assert _row_counts(stack) == before
+    assert list(spool.iterdir()) == []
+    assert _open_files_under(spool) == []
+
+
+@pytest.fixture(scope="module")
+def strict(stack: Stack) -> Iterator[TestClient]:
+    settings = stack.settings.model_copy(update=STRICT_LIMITS)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def models(stack: Stack, trained: Trained) -> dict[str, str]:
+    """Model ids by role; "narrow" is a points model whose exact_max_dim (1) is below its D."""
+    narrow = submit_job(
+        stack.client,
+        trained.points_dataset["id"],
+        {**POINTS_FLOW, "exact_max_dim": 1},
+        {
+            "steps": 4,
+            "batch_size": 16,
+            "metric_interval": 2,
+            "checkpoint_interval": 2,
+            "logdet": "estimate",
+        },
+    )
+    return {
+        "points": trained.points_job["id"],
+        "images": trained.image_job["id"],
+        "narrow": stack.wait_for_job(narrow["id"])["id"],
+        "missing": "job_missing",
+    }
+
+
+@pytest.mark.usefixtures("nothing_left_behind")
+@pytest.mark.parametrize(
+    ("name", "content", "status", "fragment"), [c[1:] for c in UPLOADS], ids=_ids(UPLOADS)
+)
+def test_bad_upload(stack: Stack, name: str, content: bytes, status: int, fragment: str) -> None:
+    response = stack.client.post("/v1/datasets", files={"file": (name, content)})
+    assert_refused(response, status, "file", fragment)
+    assert name in response.json()["message"]
+
+
+@pytest.mark.usefixtures("nothing_left_behind")
+@pytest.mark.parametrize(
+    ("name", "content", "status", "fragment"),
+    [c[1:] for c in STRICT_UPLOADS],
+    ids=_ids(STRICT_UPLOADS),
+)
+def test_bad_upload_under_strict_limits(
+    strict: TestClient, name: str, content: bytes, status: int, fragment: str
+) -> None:
+    assert_refused(
+        strict.post("/v1/datasets", files={"file": (name, content)}), status, "file", fragment
+    )
+
+
+@pytest.mark.usefixtures("nothing_left_behind")
+@pytest.mark.parametrize(
+    ("path", "request_kwargs", "status", "fragment"), [c[1:] for c in BODIES], ids=_ids(BODIES)
+)
+def test_body_over_limit(
+    strict: TestClient, path: str, request_kwargs: dict[str, Any], status: int, fragment: str
+) -> None:
+    assert_refused(strict.post(path, **request_kwargs), status, "body", fragment)
+
+
+@pytest.mark.usefixtures("nothing_left_behind")
+@pytest.mark.parametrize(
+    ("body", "status", "field", "fragment"), [c[1:] for c in BUILTINS], ids=_ids(BUILTINS)
+)
+def test_bad_builtin_data_set(
+    stack: Stack, body: Any, status: int, field: str, fragment: str
+) -> None:
+    response = stack.client.post("/v1/datasets/builtin", json=body)
+    assert_refused(response, status, field, fragment)
+
+
+@pytest.mark.usefixtures("nothing_left_behind")
+@pytest.mark.parametrize(
+    ("kind", "flow", "training", "status", "field", "fragment"),
+    [c[1:] for c in JOBS],
+    ids=_ids(JOBS),
+)
+def test_bad_job(
+    stack: Stack,
+    trained: Trained,
+    kind: str,
+    flow: dict[str, Any],
+    training: dict[str, Any],
+    status: int,
+    field: str,
+    fragment: str,
+) -> None:
+    dataset = trained.points_dataset if kind == "points" else trained.image_dataset
+    base_flow = POINTS_FLOW if kind == "points" else IMAGE_FLOW
+    body = {"dataset_id": dataset["id"], "flow": {**base_flow, **flow}, "training": training}
+    assert_refused(stack.client.post("/v1/jobs", json=body), status, field, fragment)
+
+
+@pytest.mark.usefixtures("nothing_left_behind")
+@pytest.mark.parametrize(
+    ("content", "status", "field", "fragment"), [c[1:] for c in RAW_JOBS], ids=_ids(RAW_JOBS)
+)
+def test_bad_job_body(
+    stack: Stack, content: bytes, status: int, field: str, fragment: str
+) -> None:
+    response = stack.client.post(
+        "/v1/jobs", content=content, headers={"content-type": "application/json"}
+    )
+    assert_refused(response, status, field, fragment)
+
+
+@pytest.mark.usefixtures("nothing_left_behind")
+@pytest.mark.parametrize(
+    ("model", "request_kwargs", "status", "field", "fragment"),
+    [c[1:] for c in SCORES],
+    ids=_ids(SCORES),
+)
+def test_bad_scoring(
+    stack: Stack,
+    models: dict[str, str],
+    model: str,
+    request_kwargs: dict[str, Any],
+    status: int,
+    field: str,
+    fragment: str,
+) -> None:
+    response = stack.client.post(f"/v1/models/{models[model]}/log-prob", **request_kwargs)
+    assert_refused(response, status, field, fragment)
+
+
+@pytest.mark.usefixtures("nothing_left_behind")
+@pytest.mark.parametrize(
+    ("model", "request_kwargs", "status", "field", "fragment"),
+    [c[1:] for c in STRICT_SCORES],
+    ids=_ids(STRICT_SCORES),
+)
+def test_bad_scoring_under_strict_limits(
+    strict: TestClient,
+    models: dict[str, str],
+    model: str,
+    request_kwargs: dict[str, Any],
+    status: int,
+    field: str,
+    fragment: str,
+) -> None:
+    response = strict.post(f"/v1/models/{models[model]}/log-prob", **request_kwargs)
+    assert_refused(response, status, field, fragment)
+
+
+@pytest.mark.usefixtures("nothing_left_behind")
+@pytest.mark.parametrize(
+    ("model", "body", "status", "field", "fragment"), [c[1:] for c in SAMPLES], ids=_ids(SAMPLES)
+)
+def test_bad_sampling(
+    stack: Stack,
+    models: dict[str, str],
+    model: str,
+    body: Any,
+    status: int,
+    field: str,
+    fragment: str,
+) -> None:
+    url = f"/v1/models/{models[model]}/samples"
+    if isinstance(body, bytes):
+        response = stack.client.post(
+            url, content=body, headers={"content-type": "application/json"}
+        )
+    else:
+        response = stack.client.post(url, json=body)
+    assert_refused(response, status, field, fragment)
+
+
+@pytest.mark.usefixtures("nothing_left_behind")
+@pytest.mark.parametrize(
+    ("model", "body", "status", "field", "fragment"),
+    [c[1:] for c in STRICT_SAMPLES],
+    ids=_ids(STRICT_SAMPLES),
+)
+def test_bad_sampling_under_strict_limits(
+    strict: TestClient,
+    models: dict[str, str],
+    model: str,
+    body: Any,
+    status: int,
+    field: str,
+    fragment: str,
+) -> None:
+    response = strict.post(f"/v1/models/{models[model]}/samples", json=body)
+    assert_refused(response, status, field, fragment)
+
+
+def test_limits_leave_room_for_good_requests(strict: TestClient, models: dict[str, str]) -> None:
+    """The strict limits refuse only what crosses them: just below each one is served."""
+    small_upload = strict.post(
+        "/v1/datasets",
+        files={"file": ("ok.zip", zip_of([(f"{i}.png", png(gray(16, 16))) for i in range(50)]))},
+    )
+    assert small_upload.status_code == 201, small_upload.text
+    assert strict.delete(f"/v1/datasets/{small_upload.json()['id']}").status_code == 204
+    score = strict.post(
+        f"/v1/models/{models['images']}/log-prob", json={"inputs": [DIGIT[None].tolist()]}
+    )
+    assert score.status_code == 200 and score.json()["method"] == "exact", score.text
+    png_score = strict.post(
+        f"/v1/models/{models['images']}/log-prob", files=[("files", ("a.png", png(DIGIT)))]
+    )
+    assert png_score.status_code == 200, png_score.text
+    sample = strict.post(f"/v1/models/{models['points']}/samples", json={"n": 11})
+    assert sample.status_code == 200, sample.text
+    exact = strict.post(f"/v1/models/{models['narrow']}/log-prob", json={"inputs": [[1, 2]]})
+    assert exact.status_code == 200 and exact.json()["method"] == "estimate", exact.text
+
+
+@pytest.fixture
+def strict_server(stack: Stack) -> Iterator[int]:
+    """The strict app served by uvicorn on a free port, in a thread; yields the port."""
+    settings = stack.settings.model_copy(update=STRICT_LIMITS)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), log_level="warning", lifespan="off")
+    )
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        listener.close()
+
+
+def _stream_chunked_upload(port: int, planned_bytes: int) -> tuple[int, int, bytes]:
+    """Sends a chunked multipart upload (no Content-Length) until the server answers.
+
+    Returns (bytes sent, status, response body).
+    """
+    connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+    boundary = "hostile"
+    connection.sendall(
+        (
+            "POST /v1/datasets HTTP/1.1\r\nHost: localhost\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+    )
+    part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.npy"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    sent, chunk = 0, bytes(64 * 1024)
+    while sent < planned_bytes:
+        readable, _, _ = select.select([connection], [], [], 0)
+        if readable:
+            break
+        data = part + chunk if sent == 0 else chunk
+        try:
+            connection.sendall(b"%x\r\n%s\r\n" % (len(data), data))
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            break
+        sent += len(data)
+    response = http.client.HTTPResponse(connection)
+    response.begin()
+    body = response.read()
+    connection.close()
+    return sent, response.status, body
+
+
+@pytest.mark.usefixtures("nothing_left_behind")
+def test_chunked_upload_is_cut_off_over_real_http(strict_server: int) -> None:
+    """Over a real socket the server answers 413 while the client is still sending: it stopped
+    reading once the body passed the limit, long before the planned 64 MiB arrived."""
+    sent, status, body = _stream_chunked_upload(strict_server, planned_bytes=64 * MiB)
+    assert status == 413, body
+    assert b"the upload was stopped after" in body
+    stopped_after = int(body.split(b"stopped after ")[1].split(b" bytes")[0])
+    # The server reads the socket in pieces of up to about 256 KiB; it stops at the first
+    # piece that crosses the limit.
+    assert STRICT_BODY_LIMIT < stopped_after <= STRICT_BODY_LIMIT + MiB
+    assert sent < 16 * MiB, f"{sent} bytes went out before the 413"
+
+
+def test_symlink_builder_makes_a_link_entry() -> None:
+    """The symlink case above tests what it says: its entry really is a Unix symbolic link."""
+    info = zipfile.ZipFile(io.BytesIO(zip_with_symlink())).getinfo("b.png")
+    assert stat.S_ISLNK(info.external_attr >> 16)
