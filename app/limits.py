@@ -24,7 +24,7 @@ from flows.cost import (
     expanded_weights,
     forward_activations,
     inverse_work,
-    logdet_passes,
+    scoring_work,
     training_method,
     training_work,
 )
@@ -96,16 +96,19 @@ def job_limit_errors(
             )
     if errors:
         return errors
-    method = training_method(flow, training)
-    if method == "exact" and flow.dim > flow.exact_max_dim:
+    try:
+        training_method(flow, training)
+    except ValueError:
+        dim = flow.latent_dim
         errors.append(
             ErrorItem(
                 field="training.logdet",
                 message=f"training.logdet {training.logdet!r} trains with the exact log-det "
-                f"here, which needs a {flow.dim}x{flow.dim} Jacobian per item, above "
+                f"here, which needs a {dim}x{dim} Jacobian per item, above "
                 f"flow.exact_max_dim {flow.exact_max_dim}; use 'estimate' or raise exact_max_dim",
             )
         )
+        return errors
     metric_points = math.ceil(training.steps / training.metric_interval)
     if metric_points > settings.max_metric_points:
         errors.append(
@@ -169,17 +172,11 @@ def check_score_request(
     flow: FlowConfig, count: int, method: str, field: str, settings: Settings
 ) -> None:
     """Refuses (422) a scoring request the model cannot serve exactly or within the work limit."""
-    resolved = method
-    if method == "auto":
-        resolved = "exact" if flow.dim <= flow.exact_max_dim else "estimate"
-    if resolved == "exact" and flow.dim > flow.exact_max_dim:
-        raise ApiError(
-            422,
-            f"method 'exact' needs a {flow.dim}x{flow.dim} Jacobian per item, above this "
-            f"model's exact_max_dim {flow.exact_max_dim}; use 'estimate' or 'auto'",
-            "method",
-        )
-    work = logdet_passes(flow, resolved, training=False) * forward_activations(flow, count)
+    try:
+        resolved = flow.resolve_logdet_method(method)
+    except ValueError as error:
+        raise ApiError(422, str(error), "method") from error
+    work = scoring_work(flow, count, resolved)
     if work > settings.max_score_work:
         raise ApiError(
             422,

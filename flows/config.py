@@ -314,8 +314,8 @@ class FlowConfig(BaseModel):
             return "exact" if dim <= self.exact_max_dim else "estimate"
         if method == "exact" and dim > self.exact_max_dim:
             raise ValueError(
-                f"method 'exact' needs a {dim}x{dim} Jacobian per item, above "
-                f"exact_max_dim={self.exact_max_dim}; use method='estimate'"
+                f"method 'exact' needs a {dim}x{dim} Jacobian per item, above this model's "
+                f"exact_max_dim {self.exact_max_dim}; use 'estimate' or 'auto'"
             )
         return method
 

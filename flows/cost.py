@@ -2,13 +2,16 @@
 
 A service must refuse a configuration that would exhaust its memory or its time before it queues
 the job or runs the request, and building the flow to measure it (escnn bases take seconds) is
-itself a cost. These estimates count from :class:`~flows.config.FlowConfig`:
+itself a cost. These estimates count from :class:`~flows.config.FlowConfig`, block by block of
+every family:
 
 - the *weights* of the expanded filters (the dense tensors escnn keeps per layer);
-- the *activations* of one forward pass of a batch: the hidden feature values of every
-  sub-network layer, which backpropagation keeps in memory;
-- the *passes* per item of a log-det: ``D`` replicated rows for the exact Jacobian, or
-  ``probes x (1 + expected series terms)`` forward and vector-Jacobian products for the estimator;
+- the *activations* of one forward pass of a batch: the feature values of every sub-network
+  layer, which backpropagation keeps in memory;
+- the *passes* per item of each block: ``D`` replicated rows for a residual block's exact
+  Jacobian, or ``probes x (1 + expected series terms)`` for its estimator; one for coupling and
+  linear blocks (analytic log-dets; a linear block's series is counted as its terms); one or
+  ``iaf_blocks`` for an autoregressive block, by direction;
 - the *work* of a request or a run: passes times activations, in computed feature values.
 
 They are estimates of scale, not predictions of seconds or bytes: good to bound a request by a
@@ -16,6 +19,8 @@ limit, and to compare two configurations.
 """
 
 from __future__ import annotations
+
+import math
 
 from flows.config import FlowConfig, LogDetEstimatorConfig, TrainConfig
 
@@ -25,10 +30,13 @@ __all__ = [
     "field_size",
     "forward_activations",
     "inverse_work",
-    "logdet_passes",
+    "scoring_work",
     "training_method",
     "training_work",
 ]
+
+# Terms of a convolution exponential's series for ||M|| <= 0.97 to reach 1e-12 (c^n / n!).
+LINEAR_SERIES_TERMS = 16
 
 
 def field_size(config: FlowConfig) -> int:
@@ -44,28 +52,102 @@ def field_size(config: FlowConfig) -> int:
 
 
 def data_channels(config: FlowConfig) -> int:
-    """Channels of the data at each pixel (images) or of the whole point."""
-    return config.dim if config.is_points else config.data_shape[0]
+    """Channels the blocks act on at each pixel (images), or of the whole point; padding
+    channels of an augmented flow included."""
+    return config.latent_dim if config.is_points else config.latent_shape[0]
 
 
 def _spatial(config: FlowConfig) -> int:
     return 1 if config.is_points else config.data_shape[1] * config.data_shape[2]
 
 
+def _kernel_area(config: FlowConfig) -> int:
+    return 1 if config.is_points else config.kernel_size**2
+
+
+def _hidden(config: FlowConfig) -> int:
+    return config.width * field_size(config)
+
+
+def _network_weights(config: FlowConfig, inputs: int, outputs: int, outer_only: bool) -> int:
+    """Dense weights of a network inputs -> hidden x hidden_layers -> outputs.
+
+    ``outer_only``: the kernel is used at the first and last layer only (residual branches),
+    else at every layer (conditioners).
+    """
+    hidden, area = _hidden(config), _kernel_area(config)
+    inner = (config.hidden_layers - 1) * hidden * hidden * (1 if outer_only else area)
+    return (inputs + outputs) * hidden * area + inner
+
+
+def _network_activations(config: FlowConfig, outputs: int) -> int:
+    return _spatial(config) * (config.hidden_layers * _hidden(config) + outputs)
+
+
+def _coupling_halves(config: FlowConfig, index: int) -> tuple[int, int]:
+    """(kept, transformed) channel counts of the ``index``-th coupling block."""
+    if config.coupling_split == "checkerboard":
+        channels = data_channels(config)
+        return channels, channels
+    transformed = sum(1 for field in range(config.n_fields) if field % 2 == index % 2)
+    return config.n_fields - transformed, transformed
+
+
+def _blocks(config: FlowConfig) -> list[tuple[str, int]]:
+    """(kind, index among blocks of that kind) of every block, in order."""
+    counts: dict[str, int] = {}
+    blocks = []
+    for _ in range(config.depth):
+        for kind in config.block_pattern:
+            blocks.append((kind, counts.get(kind, 0)))
+            counts[kind] = counts.get(kind, 0) + 1
+    return blocks
+
+
+def _block_weights(config: FlowConfig, kind: str, index: int) -> int:
+    channels = data_channels(config)
+    if kind == "residual":
+        return _network_weights(config, channels, channels, outer_only=True)
+    if kind == "coupling":
+        kept, transformed = _coupling_halves(config, index)
+        return _network_weights(config, kept, 2 * transformed, outer_only=False)
+    if kind == "iaf":
+        return _network_weights(config, channels, 2 * channels, outer_only=False)
+    return channels * channels * _kernel_area(config)
+
+
+def _block_activations(config: FlowConfig, kind: str, index: int) -> int:
+    channels = data_channels(config)
+    if kind == "residual":
+        return _network_activations(config, channels)
+    if kind == "coupling":
+        _, transformed = _coupling_halves(config, index)
+        return _network_activations(config, 2 * transformed)
+    if kind == "iaf":
+        return _network_activations(config, 2 * channels)
+    return LINEAR_SERIES_TERMS * _spatial(config) * channels
+
+
+def _padding_network(config: FlowConfig) -> tuple[int, int]:
+    """(weights, activations per item) of an augmented flow's padding distribution."""
+    if not config.is_augmented:
+        return 0, 0
+    observed = config.dim if config.is_points else config.data_shape[0]
+    outputs = 2 * config.padding_channels
+    weights = _network_weights(config, observed, outputs, outer_only=False)
+    return weights, _network_activations(config, outputs)
+
+
 def expanded_weights(config: FlowConfig) -> int:
-    """Numbers in the expanded filters of every sub-network: data -> hidden -> ... -> data."""
-    hidden = config.width * field_size(config)
-    outer_kernel = 1 if config.is_points else config.kernel_size**2
-    outer = 2 * data_channels(config) * hidden * outer_kernel
-    inner = (config.hidden_layers - 1) * hidden * hidden
-    return config.depth * (outer + inner)
+    """Numbers in the expanded filters of every block's sub-network (and the padding's)."""
+    blocks = sum(_block_weights(config, kind, index) for kind, index in _blocks(config))
+    return blocks + _padding_network(config)[0]
 
 
 def forward_activations(config: FlowConfig, batch: int) -> int:
-    """Hidden feature values of one forward pass of ``batch`` items."""
-    hidden = config.width * field_size(config)
-    per_item = config.depth * _spatial(config) * (config.hidden_layers * hidden + config.dim)
-    return batch * per_item
+    """Feature values of one forward pass of ``batch`` items, one pass through every block."""
+    blocks = sum(_block_activations(config, kind, index) for kind, index in _blocks(config))
+    return batch * (blocks + _padding_network(config)[1])
 
 
 def _expected_terms(estimator: LogDetEstimatorConfig, exact_terms: int) -> float:
@@ -73,30 +155,59 @@ def _expected_terms(estimator: LogDetEstimatorConfig, exact_terms: int) -> float
     return exact_terms + (1.0 - estimator.geometric_p) / estimator.geometric_p
 
 
-def logdet_passes(config: FlowConfig, method: str, *, training: bool) -> float:
-    """Forward-sized passes per item of the log-det ``method`` ("exact" or "estimate")."""
+def _residual_passes(config: FlowConfig, method: str, training: bool) -> float:
     if method == "exact":
-        return float(config.dim)
+        return float(config.latent_dim)
     estimator = config.estimator
     if training:
         return 1.0 + _expected_terms(estimator, estimator.n_exact_terms)
     return estimator.eval_probes * (1.0 + _expected_terms(estimator, estimator.eval_exact_terms))
 
 
+def _density_work(config: FlowConfig, batch: int, method: str, training: bool) -> float:
+    """Feature values of one log-density pass of ``batch`` items (data -> latent)."""
+    total = float(_padding_network(config)[1])
+    for kind, index in _blocks(config):
+        passes = 1.0
+        if kind == "residual":
+            passes = _residual_passes(config, method, training)
+        elif kind == "iaf" and config.iaf_fast == "sampling":
+            passes = float(config.iaf_block_count)
+        total += passes * _block_activations(config, kind, index)
+    return batch * total
+
+
 def training_method(config: FlowConfig, training: TrainConfig) -> str:
-    """The log-det method a run will use: ``auto`` is exact for points and estimated for images,
-    as in :mod:`flows.training`."""
-    if training.logdet != "auto":
-        return training.logdet
-    return "exact" if config.is_points else "estimate"
+    """The log-det method a run will use (as :mod:`flows.training` resolves it).
+
+    Raises:
+        ValueError: the method cannot serve this config (exact above ``exact_max_dim``).
+    """
+    return config.training_logdet_method(training.logdet)
 
 
 def training_work(config: FlowConfig, training: TrainConfig) -> float:
-    """Feature values computed by the whole run: steps x passes x activations of a batch."""
-    passes = logdet_passes(config, training_method(config, training), training=True)
-    return training.steps * passes * forward_activations(config, training.batch_size)
+    """Feature values computed by the whole run: steps x the work of a batch's log-density."""
+    method = training_method(config, training)
+    return training.steps * _density_work(config, training.batch_size, method, training=True)
+
+
+def scoring_work(config: FlowConfig, count: int, method: str) -> float:
+    """Feature values computed by scoring ``count`` items with the (resolved) ``method``,
+    importance samples of an augmented flow's padding included."""
+    samples = config.padding_eval_samples if config.is_augmented else 1
+    return samples * _density_work(config, count, method, training=False)
 
 
 def inverse_work(config: FlowConfig, n: int) -> float:
-    """Feature values computed by inverting ``n`` items at the iteration cap (sampling)."""
-    return float(config.inverse_max_iter * forward_activations(config, n))
+    """Feature values computed by inverting ``n`` items (sampling), residual blocks at their
+    iteration cap and autoregressive blocks in their sequential direction."""
+    total = 0.0
+    for kind, index in _blocks(config):
+        passes = 1.0
+        if kind == "residual":
+            passes = float(config.inverse_max_iter)
+        elif kind == "iaf" and config.iaf_fast == "density":
+            passes = float(config.iaf_block_count)
+        total += passes * _block_activations(config, kind, index)
+    return float(n * math.ceil(total))

@@ -8,11 +8,12 @@ from flows import FlowConfig, TrainConfig, build_flow
 from flows.cost import (
     expanded_weights,
     forward_activations,
-    logdet_passes,
+    inverse_work,
+    scoring_work,
     training_method,
     training_work,
 )
-from flows.lipschitz import LipschitzLayer
+from flows.steerable import SteerableLayer
 
 CONFIGS = [
     {"group": "C4", "data_shape": [2], "width": 2, "depth": 2},
@@ -20,17 +21,43 @@ CONFIGS = [
     {"group": "SO2", "data_shape": [2], "width": 2, "depth": 1, "max_frequency": 2},
     {"group": "C4", "data_shape": [1, 8, 8], "width": 2, "depth": 1},
     {"group": "D2", "data_shape": [3, 6, 4], "width": 1, "depth": 2, "kernel_size": 5},
+    {"family": "coupling", "group": "C4", "data_shape": [3, 4, 4], "width": 2, "depth": 3},
+    {
+        "family": "coupling",
+        "group": "C2",
+        "data_shape": [1, 4, 4],
+        "depth": 2,
+        "coupling_split": "checkerboard",
+    },
+    {"family": "iaf", "group": "D4", "data_shape": [2, 4, 4], "width": 1, "depth": 2},
+    {"family": "linear", "group": "C4", "data_shape": [3, 4, 4], "depth": 2},
+    {"family": "linear", "group": "D4", "data_shape": [2], "depth": 2},
+    {
+        "family": "mixed",
+        "blocks": ["linear", "coupling", "residual"],
+        "group": "trivial",
+        "data_shape": [2],
+        "depth": 2,
+    },
+    {"family": "residual", "group": "C4", "data_shape": [1, 4, 4], "padding_channels": 2},
+    {"family": "coupling", "group": "trivial", "data_shape": [2], "padding_channels": 1},
 ]
 
 
-@pytest.mark.parametrize("values", CONFIGS, ids=lambda values: values["group"])
+def _config_id(values: dict) -> str:
+    return "-".join(
+        str(values[key]) for key in ("family", "group", "padding_channels") if key in values
+    )
+
+
+@pytest.mark.parametrize("values", CONFIGS, ids=_config_id)
 def test_expanded_weights_count_every_dense_filter(values: dict) -> None:
     config = FlowConfig(**values)
     flow = build_flow(config)
     dense = sum(
         module.raw_parameters()[0].numel()
         for module in flow.modules()
-        if isinstance(module, LipschitzLayer)
+        if isinstance(module, SteerableLayer)
     )
     assert expanded_weights(config) == dense
 
@@ -40,9 +67,11 @@ def test_costs_grow_with_their_factors() -> None:
     wider = config.model_copy(update={"width": 4})
     assert forward_activations(config, 10) == 10 * forward_activations(config, 1)
     assert forward_activations(wider, 1) > forward_activations(config, 1)
-    assert logdet_passes(config, "exact", training=False) == 64
-    estimate = logdet_passes(config, "estimate", training=False)
-    assert estimate == config.estimator.eval_probes * (1 + config.estimator.eval_exact_terms + 1)
+    exact = scoring_work(config, 1, "exact")
+    assert exact == 64 * forward_activations(config, 1)
+    estimate = scoring_work(config, 1, "estimate")
+    passes = config.estimator.eval_probes * (1 + config.estimator.eval_exact_terms + 1)
+    assert estimate == passes * forward_activations(config, 1)
     short, long = TrainConfig(steps=10), TrainConfig(steps=1000)
     assert training_work(config, long) == 100 * training_work(config, short)
 
@@ -53,3 +82,15 @@ def test_auto_training_method_follows_the_trainer() -> None:
     assert training_method(points, TrainConfig()) == "exact"
     assert training_method(images, TrainConfig()) == "estimate"
     assert training_method(images, TrainConfig(logdet="exact")) == "exact"
+
+
+def test_analytic_families_cost_one_pass_and_iaf_costs_k_in_its_slow_direction() -> None:
+    coupling = FlowConfig(family="coupling", group="C4", data_shape=[3, 32, 32], depth=2)
+    assert scoring_work(coupling, 1, "exact") == forward_activations(coupling, 1)
+    iaf = FlowConfig(family="iaf", group="C4", data_shape=[3, 8, 8], depth=1)
+    maf = iaf.model_copy(update={"iaf_fast": "density"})
+    assert scoring_work(iaf, 1, "exact") == 3 * scoring_work(maf, 1, "exact")
+    assert inverse_work(maf, 1) == 3 * inverse_work(iaf, 1)
+    padded = FlowConfig(group="C4", data_shape=[2], padding_channels=1, padding_eval_samples=8)
+    single = padded.model_copy(update={"padding_eval_samples": 1})
+    assert scoring_work(padded, 1, "exact") == 8 * scoring_work(single, 1, "exact")
