@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from app.api.auth import get_tenant, install_authentication
 from app.api.errors import install_error_handlers
 from app.api.routes import datasets, health, jobs, models
+from app.api.schemas import ErrorOut
 from app.broker import create_celery
 from app.model_cache import ModelCache
 from app.settings import Settings, get_settings
@@ -16,7 +18,16 @@ Density estimation and sampling with equivariant normalizing flows.
 Upload or generate a data set, submit a training job, watch its progress, then score new data
 (log-likelihood, bits/dim) and draw samples from the trained model. Errors are JSON
 `{"message", "field", "errors"}` where `field` names the offending request field.
+
+Every `/v1` route needs an API key, sent as `Authorization: Bearer <key>`; create one with
+`python -m app keys create --tenant <tenant>` (`python -m app serve` creates a first one). A key
+sees only its tenant's data sets, jobs and models.
 """
+
+AUTHENTICATED = {
+    "dependencies": [Depends(get_tenant)],
+    "responses": {401: {"model": ErrorOut, "description": "Missing, invalid or revoked API key."}},
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,8 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = create_celery(settings)
     app.state.model_cache = ModelCache(settings.model_cache_size, settings.serve_device)
     install_error_handlers(app)
+    install_authentication(app, settings.database_url)
     app.include_router(health.router)
-    app.include_router(datasets.router)
-    app.include_router(jobs.router)
-    app.include_router(models.router)
+    # On the routers too: the scheme and the 401 appear in OpenAPI for every operation.
+    app.include_router(datasets.router, **AUTHENTICATED)
+    app.include_router(jobs.router, **AUTHENTICATED)
+    app.include_router(models.router, **AUTHENTICATED)
     return app
