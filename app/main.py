@@ -26,7 +26,12 @@ sees only its tenant's data sets, jobs and models.
 
 AUTHENTICATED = {
     "dependencies": [Depends(get_tenant)],
-    "responses": {401: {"model": ErrorOut, "description": "Missing, invalid or revoked API key."}},
+    "responses": {
+        # FastAPI's own answer to a body it cannot parse at all (bytes that are not JSON, broken
+        # multipart), before any validation.
+        400: {"model": ErrorOut, "description": "The request body could not be parsed."},
+        401: {"model": ErrorOut, "description": "Missing, invalid or revoked API key."},
+    },
 }
 
 
