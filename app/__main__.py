@@ -2,8 +2,10 @@
 
 ``serve`` (the default) upgrades the database to the newest migration, starts a training worker
 subprocess (``python -m worker``, restarted if it dies) and serves the API with uvicorn until
-interrupted. ``migrate`` only upgrades the database. Configuration comes from ``EFNF_*``
-environment variables; with none set this is the embedded deployment (SQLite files in ./var).
+interrupted; on a database without API keys it first creates one and prints it. ``migrate``
+only upgrades the database. ``keys create --tenant T [--name N]``, ``keys list`` and
+``keys revoke ID`` administer API keys. Configuration comes from ``EFNF_*`` environment
+variables; with none set this is the embedded deployment (SQLite files in ./var).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import threading
 
 import uvicorn
 
+from app.db.api_keys import check_tenant
 from app.db.migrate import upgrade_to_head
-from app.settings import get_settings
+from app.key_admin import create_key, ensure_local_key, list_keys, revoke_key
+from app.settings import Settings, get_settings
 
 logger = logging.getLogger("app.serve")
 
@@ -77,6 +81,7 @@ def serve(host: str, port: int, with_worker: bool) -> None:
     settings = get_settings()
     logger.info("database %s, broker %s", settings.database_url, settings.broker_url)
     upgrade_to_head(settings.database_url)
+    ensure_local_key(settings)
     supervisor = WorkerSupervisor() if with_worker else None
     if supervisor is not None:
         supervisor.start()
@@ -89,21 +94,53 @@ def serve(host: str, port: int, with_worker: bool) -> None:
             supervisor.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
-    settings = get_settings()
+def _tenant(value: str) -> str:
+    try:
+        return check_tenant(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0])
-    parser.add_argument("command", nargs="?", choices=["serve", "migrate"], default="serve")
-    parser.add_argument("--host", default=settings.host, help="bind address (EFNF_HOST)")
-    parser.add_argument("--port", type=int, default=settings.port, help="port (EFNF_PORT)")
-    parser.add_argument(
+    commands = parser.add_subparsers(dest="command", metavar="{serve,migrate,keys}")
+    serve_parser = commands.add_parser("serve", help="migrate, start a worker, serve the API")
+    serve_parser.add_argument("--host", default=settings.host, help="bind address (EFNF_HOST)")
+    serve_parser.add_argument("--port", type=int, default=settings.port, help="port (EFNF_PORT)")
+    serve_parser.add_argument(
         "--no-worker", action="store_true", help="serve the API only (workers run elsewhere)"
     )
-    args = parser.parse_args(argv)
+    commands.add_parser("migrate", help="upgrade the database to the newest migration")
+    keys = commands.add_parser("keys", help="create, list or revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key and print it (only once)")
+    create.add_argument("--tenant", required=True, type=_tenant, help="the key's tenant")
+    create.add_argument("--name", default=None, help="a label, e.g. who uses the key")
+    key_commands.add_parser("list", help="list keys (ids, tenants, states; never secrets)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key; it stops working at once")
+    revoke.add_argument("key_id", metavar="ID", help="the key's id, e.g. key_0123456789abcdef")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = get_settings()
+    argv = sys.argv[1:] if argv is None else argv
+    # `python -m app [--port ...]` stays the one command that serves.
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["serve", *argv]
+    args = build_parser(settings).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    if args.command == "migrate":
-        upgrade_to_head(settings.database_url)
+    if args.command == "serve":
+        serve(args.host, args.port, with_worker=not args.no_worker)
         return
-    serve(args.host, args.port, with_worker=not args.no_worker)
+    upgrade_to_head(settings.database_url)
+    if args.command == "keys":
+        if args.keys_command == "create":
+            create_key(settings, args.tenant, args.name)
+        elif args.keys_command == "list":
+            list_keys(settings)
+        elif not revoke_key(settings, args.key_id):
+            sys.exit(1)
 
 
 if __name__ == "__main__":

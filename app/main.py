@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from app.api.auth import get_tenant, install_authentication
 from app.api.body_limit import RequestBodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.routes import datasets, health, jobs, models
+from app.api.schemas import ErrorOut
 from app.broker import create_celery
 from app.model_cache import ModelCache
 from app.settings import Settings, get_settings
@@ -17,7 +19,21 @@ Density estimation and sampling with equivariant normalizing flows.
 Upload or generate a data set, submit a training job, watch its progress, then score new data
 (log-likelihood, bits/dim) and draw samples from the trained model. Errors are JSON
 `{"message", "field", "errors"}` where `field` names the offending request field.
+
+Every `/v1` route needs an API key, sent as `Authorization: Bearer <key>`; create one with
+`python -m app keys create --tenant <tenant>` (`python -m app serve` creates a first one). A key
+sees only its tenant's data sets, jobs and models.
 """
+
+AUTHENTICATED = {
+    "dependencies": [Depends(get_tenant)],
+    "responses": {
+        # FastAPI's own answer to a body it cannot parse at all (bytes that are not JSON, broken
+        # multipart), before any validation.
+        400: {"model": ErrorOut, "description": "The request body could not be parsed."},
+        401: {"model": ErrorOut, "description": "Missing, invalid or revoked API key."},
+    },
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,8 +51,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model_cache = ModelCache(settings.model_cache_size, settings.serve_device)
     install_error_handlers(app)
     app.add_middleware(RequestBodyLimitMiddleware, settings=settings)
+    # Added last, so outermost: a request without a valid key is refused before its body is
+    # read, let alone measured.
+    install_authentication(app, settings.database_url)
     app.include_router(health.router)
-    app.include_router(datasets.router)
-    app.include_router(jobs.router)
-    app.include_router(models.router)
+    # On the routers too: the scheme and the 401 appear in OpenAPI for every operation.
+    app.include_router(datasets.router, **AUTHENTICATED)
+    app.include_router(jobs.router, **AUTHENTICATED)
+    app.include_router(models.router, **AUTHENTICATED)
     return app

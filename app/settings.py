@@ -8,6 +8,7 @@ SQLite-backed Celery broker, both under ``./var``. A real deployment sets ``EFNF
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -31,7 +32,13 @@ class Settings(BaseSettings):
         None, description="Celery result back end; unused (the job table holds results)."
     )
     train_queue: str = Field("train", description="Celery queue consumed by training workers.")
-    default_owner: str = Field("default", description="Tenant id of every row, for now.")
+    default_owner: str = Field(
+        "default",
+        description="Tenant of the local key that `python -m app serve` creates on first start.",
+    )
+    data_dir: Path = Field(
+        Path("./var"), description="Where `python -m app serve` writes the local API key file."
+    )
 
     # Limits on requests.
     max_upload_bytes: int = Field(

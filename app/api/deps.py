@@ -9,6 +9,7 @@ from celery import Celery
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from app.api.auth import get_tenant
 from app.db.session import session_factory
 from app.model_cache import ModelCache
 from app.settings import Settings
@@ -27,11 +28,6 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def get_owner(settings: Annotated[Settings, Depends(get_settings)]) -> str:
-    """The tenant of the request: the single default tenant until API keys arrive."""
-    return settings.default_owner
-
-
 def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
@@ -42,6 +38,8 @@ def get_model_cache(request: Request) -> ModelCache:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
-OwnerDep = Annotated[str, Depends(get_owner)]
+# The tenant of the request's API key: the owner of every row it writes and the scope of every
+# read.
+OwnerDep = Annotated[str, Depends(get_tenant)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]

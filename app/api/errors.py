@@ -1,7 +1,8 @@
 """Error envelopes: every failure is JSON ``{"message", "field", "errors"}``.
 
 Validation errors (pydantic, the library's ``DataError`` and ``ValueError`` from config checks)
-become 422 with the dotted path of the field; missing rows 404; state conflicts 409.
+become 422 with the dotted path of the field; missing rows (and other tenants' rows) 404; state
+conflicts 409. A missing or bad API key is a 401 from ``app.api.auth``.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ from app.db.base import utcnow
 from app.db.models import Checkpoint, Dataset, Job, Metric
 from flows import FlowConfig, TrainConfig
 
+# The largest value a query may bind to an SQL INTEGER (steps) or use as an OFFSET; larger ones
+# overflow in PostgreSQL, so they are refused as a 422 first.
+LARGEST_SQL_INTEGER = 2**31 - 1
+
 
 class ErrorItem(BaseModel):
     field: str | None = Field(None, description="Dotted path of the offending field.")

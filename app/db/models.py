@@ -1,7 +1,8 @@
-"""Tables: data sets (with their array blob), jobs, checkpoints (blob) and metrics.
+"""Tables: data sets (with their array blob), jobs, checkpoints (blob), metrics and API keys.
 
-Every row a tenant can name carries an ``owner``. Blobs are deferred so that listing rows never
-reads them. Metrics are unique per (job, step) so a resumed job cannot write a step twice.
+Every row a tenant can name carries an ``owner``: the tenant of the API key that wrote it. Blobs
+are deferred so that listing rows never reads them. Metrics are unique per (job, step) so a
+resumed job cannot write a step twice. API keys are stored as a SHA-256 digest only.
 """
 
 from __future__ import annotations
@@ -103,3 +104,16 @@ class Metric(Base):
     step: Mapped[int] = mapped_column(Integer)
     values: Mapped[dict[str, float]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key of a tenant; the secret itself is never stored, only its SHA-256 digest."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

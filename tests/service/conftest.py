@@ -9,7 +9,9 @@ Two stacks run the same tests (the ``stack`` fixture is parametrised):
   temporary directory, with its own worker subprocess.
 
 The API runs in-process (`fastapi.testclient.TestClient`); the worker is a separate process, so a
-job really crosses the broker. Environment: ``EFNF_TEST_POSTGRES_URL`` (an admin connection,
+job really crosses the broker. ``stack.client`` carries an API key of ``stack.tenant``; the
+``other_tenant_client`` and ``anonymous_client`` fixtures give a second tenant's client and one
+without a key. Environment: ``EFNF_TEST_POSTGRES_URL`` (an admin connection,
 default ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``) and ``EFNF_TEST_REDIS_URL``
 (default ``redis://127.0.0.1:6379/13``).
 """
@@ -41,7 +43,7 @@ from tests.service.payloads import (
     png_zip,
     submit_job,
 )
-from tests.service.stack import REPO_ROOT, Stack, Worker
+from tests.service.stack import REPO_ROOT, Stack, Worker, auth_headers, create_key
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "EFNF_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -118,9 +120,10 @@ def _start_stack(name: str, settings: Settings, tmp: Path) -> Iterator[Stack]:
         "EFNF_TRAIN_QUEUE": settings.train_queue,
         "PYTHONPATH": str(REPO_ROOT),
     }
+    key = create_key(settings.database_url, settings.default_owner)
     worker = Worker(env, tmp / f"worker-{name}.log")
     try:
-        with TestClient(create_app(settings)) as client:
+        with TestClient(create_app(settings), headers=auth_headers(key)) as client:
             yield Stack(name, settings, client, worker)
     finally:
         worker.stop()
@@ -179,3 +182,15 @@ def trained(stack: Stack) -> Trained:
         points_job=stack.wait_for_job(points_job["id"]),
         image_job=stack.wait_for_job(image_job["id"]),
     )
+
+
+@pytest.fixture(scope="session")
+def other_tenant_client(stack: Stack) -> TestClient:
+    """A client of a second tenant, ``other-tenant``, on the same stack."""
+    return stack.client_for_tenant("other-tenant")
+
+
+@pytest.fixture(scope="session")
+def anonymous_client(stack: Stack) -> TestClient:
+    """A client of the same stack that sends no API key."""
+    return stack.anonymous_client()

@@ -1,4 +1,8 @@
-"""A running deployment under test: its settings, an in-process API client and its worker."""
+"""A running deployment under test: its settings, an in-process API client and its worker.
+
+``Stack.client`` sends a valid API key of the tenant ``Stack.tenant`` on every request;
+``client_for_tenant`` gives a client of another tenant, ``anonymous_client`` one with no key.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.db.api_keys import create_api_key
+from app.db.session import session_scope
 from app.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +57,16 @@ class Worker:
         self._log.close()
 
 
+def auth_headers(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def create_key(database_url: str, tenant: str) -> str:
+    """A new API key of ``tenant``, written straight to the database as the admin command does."""
+    with session_scope(database_url) as session:
+        return create_api_key(session, tenant, "test").key
+
+
 @dataclass
 class Stack:
     """One running deployment: its settings, an API client and its worker."""
@@ -59,6 +75,21 @@ class Stack:
     settings: Settings
     client: TestClient
     worker: Worker
+
+    @property
+    def tenant(self) -> str:
+        """The tenant of ``client``'s key (the settings' default owner)."""
+        return self.settings.default_owner
+
+    def client_for_tenant(self, tenant: str) -> TestClient:
+        """A client of the same app sending a fresh API key of ``tenant``."""
+        return TestClient(
+            self.client.app, headers=auth_headers(create_key(self.settings.database_url, tenant))
+        )
+
+    def anonymous_client(self) -> TestClient:
+        """A client of the same app that sends no API key."""
+        return TestClient(self.client.app)
 
     def wait_for_job(
         self,

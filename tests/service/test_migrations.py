@@ -16,7 +16,7 @@ from tests.service.conftest import create_postgres_database, drop_postgres_datab
 
 pytestmark = pytest.mark.service
 
-TABLES = {"datasets", "jobs", "checkpoints", "metrics"}
+TABLES = {"datasets", "jobs", "checkpoints", "metrics", "api_keys"}
 
 
 @pytest.fixture(params=["postgres", "sqlite"])

@@ -8,7 +8,13 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from app.api.deps import OwnerDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, not_found
-from app.api.schemas import BuiltinDatasetIn, DatasetList, DatasetOut, ErrorOut
+from app.api.schemas import (
+    LARGEST_SQL_INTEGER,
+    BuiltinDatasetIn,
+    DatasetList,
+    DatasetOut,
+    ErrorOut,
+)
 from app.db import crud
 from app.db.blobs import array_to_npy, npy_to_array
 from app.db.models import Dataset as DatasetRow
@@ -129,7 +135,7 @@ def list_datasets(
     settings: SettingsDep,
     owner: OwnerDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=LARGEST_SQL_INTEGER)] = 0,
 ) -> DatasetList:
     limit = min(limit, settings.page_size_max)
     rows = crud.list_datasets(session, owner, limit, offset)

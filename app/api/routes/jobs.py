@@ -10,7 +10,15 @@ from fastapi import APIRouter, Query, Response
 
 from app.api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, not_found
-from app.api.schemas import ErrorOut, JobIn, JobList, JobOut, MetricPoint, MetricsOut
+from app.api.schemas import (
+    LARGEST_SQL_INTEGER,
+    ErrorOut,
+    JobIn,
+    JobList,
+    JobOut,
+    MetricPoint,
+    MetricsOut,
+)
 from app.broker import enqueue_training
 from app.db import crud, lifecycle
 from app.db.models import Job
@@ -80,7 +88,7 @@ def list_jobs(
     state: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
     dataset_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=LARGEST_SQL_INTEGER)] = 0,
 ) -> JobList:
     limit = min(limit, settings.page_size_max)
     rows = crud.list_jobs(session, owner, limit, offset, state=state, dataset_id=dataset_id)
@@ -105,7 +113,9 @@ def get_job_metrics(
     job_id: str,
     session: SessionDep,
     owner: OwnerDep,
-    after_step: Annotated[int | None, Query(ge=0, description="Only steps after this.")] = None,
+    after_step: Annotated[
+        int | None, Query(ge=0, le=LARGEST_SQL_INTEGER, description="Only steps after this.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> MetricsOut:
     """The metric history by step (ascending); page with ``after_step``."""

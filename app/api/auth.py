@@ -1,0 +1,126 @@
+"""Authentication: ``Authorization: Bearer <API key>`` names the tenant of a request.
+
+``ApiKeyMiddleware`` checks the key of every request except the public paths (health,
+readiness, the docs and the OpenAPI document) before anything else happens, so an
+unauthenticated client cannot make the service read, parse or validate a body. A missing or
+rejected key is a 401 with ``WWW-Authenticate: Bearer`` (RFC 6750) and a message saying what was
+wrong. The key is looked up in the database on every request (see ``app.db.api_keys``): no
+cache outlives a revocation. Routes read the tenant through ``get_tenant``, which also declares
+the scheme in OpenAPI and refuses a request the middleware did not authenticate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.api.errors import error_response
+from app.db.api_keys import ApiKeyRejected, authenticate
+from app.db.session import session_factory
+
+AUTH_FIELD = "Authorization"
+TENANT_STATE = "efnf_tenant"
+MISSING_KEY = "missing API key: send the header 'Authorization: Bearer <key>'"
+# Declares the scheme in OpenAPI (the docs' "Authorize" button); the middleware does the checking.
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key from `python -m app keys create`, as `Authorization: Bearer <key>`.",
+)
+
+
+class Unauthorized(Exception):
+    """A request without a usable API key; ``error`` is the RFC 6750 error code, if any."""
+
+    def __init__(self, message: str, error: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error = error
+
+    def response(self) -> JSONResponse:
+        challenge = 'Bearer realm="efnf"' + (f', error="{self.error}"' if self.error else "")
+        response = error_response(401, self.message, AUTH_FIELD)
+        response.headers["WWW-Authenticate"] = challenge
+        return response
+
+
+def presented_key(headers: Headers) -> str:
+    """The key of an ``Authorization: Bearer <key>`` header; ``Unauthorized`` otherwise."""
+    header = headers.get("authorization", "").strip()
+    if not header:
+        raise Unauthorized(MISSING_KEY)
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized(
+            "Authorization header must be 'Bearer <key>' (an API key)", "invalid_request"
+        )
+    return key.strip()
+
+
+def tenant_of_key(database_url: str, key: str) -> str:
+    # A short session of its own: the connection goes back to the pool before the route runs.
+    with session_factory(database_url)() as session:
+        try:
+            return authenticate(session, key).tenant
+        except ApiKeyRejected as rejected:
+            raise Unauthorized(str(rejected), "invalid_token") from rejected
+
+
+class ApiKeyMiddleware:
+    """Refuses every HTTP request outside ``public_paths`` that has no valid API key."""
+
+    def __init__(self, app: ASGIApp, database_url: str, public_paths: Iterable[str]) -> None:
+        self.app = app
+        self.database_url = database_url
+        self.public_paths = frozenset(public_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.public_paths:
+            await self.app(scope, receive, send)
+            return
+        try:
+            key = presented_key(Headers(scope=scope))
+            tenant = await run_in_threadpool(tenant_of_key, self.database_url, key)
+        except Unauthorized as unauthorized:
+            await unauthorized.response()(scope, receive, send)
+            return
+        state = {**scope.get("state", {}), TENANT_STATE: tenant}
+        await self.app({**scope, "state": state}, receive, send)
+
+
+def get_tenant(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> str:
+    """The tenant of the request's API key, as authenticated by ``ApiKeyMiddleware``."""
+    tenant = getattr(request.state, TENANT_STATE, None)
+    if tenant is None:
+        # Only reachable if the middleware is missing: fail closed rather than open.
+        raise Unauthorized(MISSING_KEY)
+    return tenant
+
+
+def install_authentication(app: FastAPI, database_url: str) -> None:
+    """Puts every path of ``app`` but health, readiness and the docs behind an API key."""
+    public_paths = {
+        "/healthz",
+        "/readyz",
+        app.docs_url,
+        app.swagger_ui_oauth2_redirect_url,
+        app.redoc_url,
+        app.openapi_url,
+    }
+    app.add_middleware(
+        ApiKeyMiddleware, database_url=database_url, public_paths=public_paths - {None}
+    )
+
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
+        return exc.response()
