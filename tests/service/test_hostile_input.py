@@ -804,7 +804,8 @@ def nothing_left_behind(
 @pytest.fixture(scope="module")
 def strict(stack: Stack) -> Iterator[TestClient]:
     settings = stack.settings.model_copy(update=STRICT_LIMITS)
-    with TestClient(create_app(settings)) as client:
+    key = {"Authorization": stack.client.headers["Authorization"]}
+    with TestClient(create_app(settings), headers=key) as client:
         yield client
 
 
@@ -1014,8 +1015,9 @@ def test_limits_leave_room_for_good_requests(strict: TestClient, models: dict[st
 
 
 @pytest.fixture
-def strict_server(stack: Stack) -> Iterator[int]:
-    """The strict app served by uvicorn on a free port, in a thread; yields the port."""
+def strict_server(stack: Stack) -> Iterator[tuple[int, str]]:
+    """The strict app served by uvicorn on a free port, in a thread; yields the port and the
+    Authorization header's value."""
     settings = stack.settings.model_copy(update=STRICT_LIMITS)
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), log_level="warning", lifespan="off")
@@ -1029,14 +1031,16 @@ def strict_server(stack: Stack) -> Iterator[int]:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
     try:
-        yield listener.getsockname()[1]
+        yield listener.getsockname()[1], stack.client.headers["Authorization"]
     finally:
         server.should_exit = True
         thread.join(10)
         listener.close()
 
 
-def _stream_chunked_upload(port: int, planned_bytes: int) -> tuple[int, int, bytes]:
+def _stream_chunked_upload(
+    port: int, authorization: str, planned_bytes: int
+) -> tuple[int, int, bytes]:
     """Sends a chunked multipart upload (no Content-Length) until the server answers.
 
     Returns (bytes sent, status, response body).
@@ -1046,6 +1050,7 @@ def _stream_chunked_upload(port: int, planned_bytes: int) -> tuple[int, int, byt
     connection.sendall(
         (
             "POST /v1/datasets HTTP/1.1\r\nHost: localhost\r\n"
+            f"Authorization: {authorization}\r\n"
             f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
             "Transfer-Encoding: chunked\r\n\r\n"
         ).encode()
@@ -1073,10 +1078,11 @@ def _stream_chunked_upload(port: int, planned_bytes: int) -> tuple[int, int, byt
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
-def test_chunked_upload_is_cut_off_over_real_http(strict_server: int) -> None:
+def test_chunked_upload_is_cut_off_over_real_http(strict_server: tuple[int, str]) -> None:
     """Over a real socket the server answers 413 while the client is still sending: it stopped
     reading once the body passed the limit, long before the planned 64 MiB arrived."""
-    sent, status, body = _stream_chunked_upload(strict_server, planned_bytes=64 * MiB)
+    port, authorization = strict_server
+    sent, status, body = _stream_chunked_upload(port, authorization, planned_bytes=64 * MiB)
     assert status == 413, body
     assert b"the upload was stopped after" in body
     stopped_after = int(body.split(b"stopped after ")[1].split(b" bytes")[0])
