@@ -323,7 +323,7 @@ class FlowConfig(BaseModel):
         """The log-det method training uses for ``TrainConfig.logdet``: ``auto`` trains points
         exactly and images with the unbiased estimator (where there are residual blocks)."""
         if logdet == "auto" and self.has_residual_blocks:
-            return "exact" if self.is_points else "estimate"
+            return self.resolve_logdet_method("exact" if self.is_points else "estimate")
         return self.resolve_logdet_method(logdet)
 
     @property
