@@ -2,8 +2,9 @@
 
 A running job whose heartbeat is older than ``heartbeat_timeout_s`` is re-queued and its task
 re-sent; once it has used ``max_attempts`` claims it is failed. A queued job whose message was
-never sent, or was sent long ago (the embedded broker loses messages on a hard crash), is sent
-again; a duplicate message is harmless because a worker must claim the job row first.
+never sent is sent; one sent long ago is sent again when the queue holds fewer messages than the
+queued jobs need (Redis without persistence, or the embedded broker after a hard crash, loses
+them). A duplicate message is harmless because a worker must claim the job row first.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import timedelta
 
 from celery import Celery
 
-from app.broker import enqueue_training
+from app.broker import check_broker, enqueue_training
 from app.db import lifecycle
 from app.db.base import utcnow
 from app.db.session import session_scope
@@ -42,6 +43,25 @@ def _send(settings: Settings, celery: Celery, job_id: str) -> bool:
     return True
 
 
+def _probably_lost(
+    settings: Settings, celery: Celery, overdue: list[str], expected_messages: int
+) -> list[str]:
+    """The overdue queued jobs whose messages seem lost (e.g. a Redis restarted without data).
+
+    A job waits long behind others too; re-sending all of them would pile duplicates onto a busy
+    queue (each is harmless, but costs a worker a claim and a fresh child). So only as many jobs
+    as the queue is short of messages are re-sent, oldest first.
+    """
+    if not overdue:
+        return []
+    try:
+        waiting = check_broker(celery, settings.train_queue)
+    except Exception as error:
+        logger.warning("reaper: broker unavailable (%s); queued jobs re-sent later", error)
+        return []
+    return overdue[: max(expected_messages - waiting, 0)]
+
+
 def reap_once(settings: Settings, celery: Celery) -> ReapReport:
     """One pass over the job table; safe to run concurrently in several processes."""
     report = ReapReport()
@@ -61,8 +81,11 @@ def reap_once(settings: Settings, celery: Celery) -> ReapReport:
 
     sent_before = now - timedelta(seconds=settings.requeue_queued_after_s)
     with session_scope(settings.database_url) as session:
-        unsent = lifecycle.unsent_queued_jobs(session, sent_before)
-    for job_id in unsent:
+        never_sent = lifecycle.never_sent_queued_jobs(session)
+        overdue = lifecycle.overdue_queued_jobs(session, sent_before)
+        queued = lifecycle.count_queued_jobs(session)
+    lost = _probably_lost(settings, celery, overdue, expected_messages=queued - len(never_sent))
+    for job_id in never_sent + lost:
         with session_scope(settings.database_url) as session:
             claimed = lifecycle.mark_enqueued(session, job_id, sent_before)
         if claimed and _send(settings, celery, job_id):
