@@ -72,6 +72,14 @@ class Settings(BaseSettings):
         description="prefork: one child per task, recycled (CUDA-safe); solo: one process.",
     )
     worker_concurrency: int = Field(1, ge=1)
+    worker_name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Node name of this worker (``NAME@host``), stable across its restarts and "
+        "unique among running workers. A worker that starts re-queues at once the jobs still "
+        "marked running under its name; without one (a name per process) they wait for "
+        "EFNF_HEARTBEAT_TIMEOUT_S.",
+    )
     worker_loglevel: str = Field("INFO")
 
     # Serving.

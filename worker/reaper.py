@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from celery import Celery
 
@@ -101,16 +101,48 @@ def reap_once(settings: Settings, celery: Celery) -> ReapReport:
     return report
 
 
-class ReaperThread(threading.Thread):
-    """Runs :func:`reap_once` every ``reaper_interval_s`` seconds until stopped."""
+def requeue_own_orphans(
+    settings: Settings, celery: Celery, worker: str, started_at: datetime
+) -> list[str]:
+    """Re-queues and sends the jobs left running under this worker's name by its previous
+    process (this one started at ``started_at``)."""
+    with session_scope(settings.database_url) as session:
+        orphans = lifecycle.requeue_jobs_of_worker(session, worker, claimed_before=started_at)
+    sent = [job_id for job_id in orphans if _send(settings, celery, job_id)]
+    if orphans:
+        logger.warning("reaper: %s restarted; re-queued its jobs %s at once", worker, orphans)
+    return sent
 
-    def __init__(self, settings: Settings, celery: Celery) -> None:
+
+class ReaperThread(threading.Thread):
+    """Runs :func:`reap_once` every ``reaper_interval_s`` seconds until stopped.
+
+    With ``restarted_worker`` (a stable worker name) it first re-queues the jobs that worker's
+    previous process left running, claimed before ``started_at`` (this process's start).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        celery: Celery,
+        restarted_worker: str | None = None,
+        started_at: datetime | None = None,
+    ) -> None:
         super().__init__(name="efnf-reaper", daemon=True)
         self._settings = settings
         self._celery = celery
+        self._restarted_worker = restarted_worker
+        self._started_at = started_at or utcnow()
         self._stopped = threading.Event()
 
     def run(self) -> None:
+        if self._restarted_worker is not None:
+            try:
+                requeue_own_orphans(
+                    self._settings, self._celery, self._restarted_worker, self._started_at
+                )
+            except Exception:
+                logger.exception("could not re-queue the jobs of %s", self._restarted_worker)
         while not self._stopped.is_set():
             try:
                 reap_once(self._settings, self._celery)

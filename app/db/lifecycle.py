@@ -291,6 +291,27 @@ def finish_job(
     return result.rowcount == 1
 
 
+def requeue_jobs_of_worker(session: Session, worker: str, claimed_before: datetime) -> list[str]:
+    """Puts back in the queue the jobs running under ``worker`` since before ``claimed_before``.
+
+    For a worker that has just started (at ``claimed_before``) under a stable name: what ran
+    under that name before died with its previous process, so there is no need to wait for the
+    heartbeat to go stale. Jobs it has claimed itself since are left alone.
+    """
+    now = utcnow()
+    rows = session.execute(
+        update(Job)
+        .where(
+            Job.state == "running",
+            Job.worker == worker,
+            Job.attempt_started_at < claimed_before,
+        )
+        .values(state="queued", enqueued_at=now, updated_at=now, worker=None)
+        .returning(Job.id)
+    )
+    return [row.id for row in rows]
+
+
 def stale_running_jobs(session: Session, stale_before: datetime) -> list[tuple[str, int]]:
     """(id, attempts) of running jobs whose heartbeat is older than ``stale_before``."""
     rows = session.execute(select(Job.id, Job.attempts).where(_stale(stale_before)))

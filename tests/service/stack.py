@@ -48,11 +48,14 @@ class Worker:
             self.process.wait()
         self._log.close()
 
-    def successor(self) -> Worker:
-        """A new worker with the same environment, logging to a new file next to this one."""
+    def successor(self, env: dict[str, str | None] | None = None) -> Worker:
+        """A new worker with this one's environment updated by ``env`` (None removes a
+        variable), logging to a new file next to this one's."""
         stem = self.log_path.stem.rsplit("+", 1)[0]
         taken = len(list(self.log_path.parent.glob(f"{stem}*.log")))
-        return Worker(self.env, self.log_path.with_name(f"{stem}+{taken}.log"))
+        updated = {**self.env, **(env or {})}
+        kept = {key: value for key, value in updated.items() if value is not None}
+        return Worker(kept, self.log_path.with_name(f"{stem}+{taken}.log"))
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -95,10 +98,11 @@ class Stack:
             f"expected {states}\n--- worker log ---\n{self.worker.log_tail()}"
         )
 
-    def replace_worker(self) -> Worker:
-        """Kills the worker (SIGKILL, whole process group) and starts a fresh one."""
+    def replace_worker(self, env: dict[str, str | None] | None = None) -> Worker:
+        """Kills the worker (SIGKILL, whole process group) and starts a fresh one (its
+        environment updated by ``env``)."""
         self.worker.kill()
-        self.worker = self.worker.successor()
+        self.worker = self.worker.successor(env)
         return self.worker
 
     def wait_until(self, job_id: str, condition: Any, timeout_s: float = JOB_TIMEOUT_S) -> dict:

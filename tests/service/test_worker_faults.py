@@ -123,3 +123,38 @@ def test_hung_training_loop_is_requeued_although_its_heartbeat_thread_lives(
     logs = worker_logs(stack)
     assert f"job {job['id']}: no training progress for" in logs
     assert f"job {job['id']}: attempt 1 was re-queued while its training loop hung" in logs
+
+
+def test_a_worker_restarted_under_a_stable_name_resumes_its_job_at_once(
+    private_stack: Stack,
+) -> None:
+    stack = private_stack
+    # A heartbeat timeout far beyond the test's patience: only the restart path can recover.
+    named: dict[str, str | None] = {
+        "EFNF_WORKER_NAME": "efnf-stable",
+        "EFNF_HEARTBEAT_TIMEOUT_S": "300",
+    }
+    unnamed = {key: stack.worker.env.get(key) for key in named}
+    stack.replace_worker(named)
+    try:
+        training = {
+            "steps": 40,
+            "batch_size": 32,
+            "metric_interval": 5,
+            "checkpoint_interval": 10,
+            "seed": 9,
+        }
+        job = submit_job(stack.client, builtin_points(stack), POINTS_FLOW, training)
+        first = stack.wait_until(job["id"], _progressing(1, at_least_step=15))
+        assert first["worker"].startswith("efnf-stable@")
+        killed_at = time.monotonic()
+        stack.replace_worker(named)
+        stack.wait_until(job["id"], _progressing(2), timeout_s=90)
+        resumed_after_s = time.monotonic() - killed_at
+        final = stack.wait_for_job(job["id"])
+        assert final["attempts"] == 2
+        assert_exact_metric_history(stack, final)
+        assert f"re-queued its jobs ['{job['id']}'] at once" in stack.worker.log_tail(400)
+        assert resumed_after_s < 90 < float(named["EFNF_HEARTBEAT_TIMEOUT_S"])
+    finally:
+        stack.replace_worker(unnamed)
