@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from tests.service.stack import Stack
+
+# pytest's ``record_property`` fixture: measured figures go to the JUnit XML report.
+RecordProperty = Callable[[str, object], None]
 
 
 def builtin_points(stack: Stack, n: int = 512, seed: int = 1) -> str:

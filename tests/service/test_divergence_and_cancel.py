@@ -10,7 +10,7 @@ import torch
 
 from flows.checkpoint import load_flow, read_checkpoint_info
 from flows.scoring import score
-from tests.service.faults import metric_steps, upload_points
+from tests.service.faults import RecordProperty, metric_steps, upload_points
 from tests.service.payloads import POINTS_FLOW, Trained, submit_job
 from tests.service.stack import Stack
 
@@ -22,7 +22,9 @@ DIVERGED = re.compile(
 )
 
 
-def test_diverging_training_fails_and_keeps_its_last_good_checkpoint(stack: Stack) -> None:
+def test_diverging_training_fails_and_keeps_its_last_good_checkpoint(
+    stack: Stack, record_property: RecordProperty
+) -> None:
     # Every point at the origin: the likelihood has no maximum (the flow can contract onto the
     # point for ever), so with a large learning rate the scale overflows and the loss turns NaN
     # after some good steps.
@@ -40,6 +42,8 @@ def test_diverging_training_fails_and_keeps_its_last_good_checkpoint(stack: Stac
     match = DIVERGED.fullmatch(failed["error"])
     assert match, failed["error"]
     diverged_at, kept = int(match.group(1)), int(match.group(3))
+    record_property("diverged_at_step", diverged_at)
+    record_property("kept_checkpoint_step", kept)
     assert 10 <= kept < diverged_at <= kept + 10
     assert metric_steps(stack, job["id"]) == list(range(10, kept + 1, 10))
 
@@ -61,7 +65,9 @@ def test_diverging_training_fails_and_keeps_its_last_good_checkpoint(stack: Stac
     np.testing.assert_allclose(remote.json()["log_prob"], local, rtol=1e-5)
 
 
-def test_cancel_takes_effect_within_one_metric_interval(stack: Stack, trained: Trained) -> None:
+def test_cancel_takes_effect_within_one_metric_interval(
+    stack: Stack, trained: Trained, record_property: RecordProperty
+) -> None:
     dataset_id = trained.points_dataset["id"]
     interval = 2
     long_run = {
@@ -83,6 +89,7 @@ def test_cancel_takes_effect_within_one_metric_interval(stack: Stack, trained: T
 
     final = stack.wait_for_job(running["id"], states=("cancelled",))
     last_metric_step = metric_steps(stack, running["id"])[-1]
+    record_property("steps_after_cancel", last_metric_step - step_at_cancel)
     # The worker reads the flag with every metric write, not only with its heartbeat.
     assert step_at_cancel <= last_metric_step <= step_at_cancel + interval
     assert step_at_cancel <= final["step"] <= step_at_cancel + interval

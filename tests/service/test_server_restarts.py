@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.service.conftest import PrivateServers
-from tests.service.faults import assert_exact_metric_history, builtin_points
+from tests.service.faults import RecordProperty, assert_exact_metric_history, builtin_points
 from tests.service.payloads import POINTS_FLOW, submit_job
 from tests.service.stack import Stack
 
@@ -63,7 +63,7 @@ def test_redis_restart_loses_no_running_queued_or_unsent_job(
 
 
 def test_postgres_restart_during_training(
-    private_stack: Stack, private_servers: PrivateServers
+    private_stack: Stack, private_servers: PrivateServers, record_property: RecordProperty
 ) -> None:
     stack = private_stack
     training = {"steps": 60, "batch_size": 32, "metric_interval": 5, "checkpoint_interval": 20}
@@ -77,4 +77,5 @@ def test_postgres_restart_during_training(
     assert _ready(stack)["database"] == "ok"
     final = stack.wait_for_job(job["id"], timeout_s=120)
     assert final["error"] is None and final["step"] == 60 and final["attempts"] <= 2
+    record_property("attempts", final["attempts"])
     assert_exact_metric_history(stack, final)

@@ -15,7 +15,12 @@ import psycopg
 import pytest
 
 from tests.service.conftest import PrivateServers
-from tests.service.faults import assert_exact_metric_history, builtin_points, worker_logs
+from tests.service.faults import (
+    RecordProperty,
+    assert_exact_metric_history,
+    builtin_points,
+    worker_logs,
+)
 from tests.service.payloads import POINTS_FLOW, submit_job
 from tests.service.stack import Stack
 
@@ -37,7 +42,7 @@ def _progressing(attempt: int, at_least_step: int = 0):
 
 
 def test_sigkill_mid_training_resumes_from_checkpoint_and_finishes_once(
-    private_stack: Stack,
+    private_stack: Stack, record_property: RecordProperty
 ) -> None:
     stack = private_stack
     training = {
@@ -57,6 +62,8 @@ def test_sigkill_mid_training_resumes_from_checkpoint_and_finishes_once(
     assert_exact_metric_history(stack, final)
     resumed = re.findall(rf"job {job['id']} resumes from step (\d+)", stack.worker.log_tail(400))
     assert len(resumed) == 1 and int(resumed[0]) % 20 == 0
+    record_property("killed_at_step", killed["step"])
+    record_property("resumed_from_step", int(resumed[0]))
     assert 20 <= int(resumed[0]) <= killed["step"] + training["metric_interval"]
     assert worker_logs(stack).count(f"job {job['id']} succeeded at step 60") == 1
     model = stack.client.get(f"/v1/models/{job['id']}").json()
@@ -82,7 +89,7 @@ def test_a_job_that_keeps_killing_workers_is_failed_after_max_attempts(
 
 
 def test_hung_training_loop_is_requeued_although_its_heartbeat_thread_lives(
-    private_stack: Stack, private_servers: PrivateServers
+    private_stack: Stack, private_servers: PrivateServers, record_property: RecordProperty
 ) -> None:
     stack = private_stack
     stall_timeout_s = stack.settings.stall_timeout_s
@@ -112,6 +119,7 @@ def test_hung_training_loop_is_requeued_although_its_heartbeat_thread_lives(
             timeout_s=stall_timeout_s + stack.settings.heartbeat_timeout_s + 30,
         )
         recovered_after_s = time.monotonic() - hung_since
+        record_property("hung_loop_recovered_after_s", round(recovered_after_s, 1))
         blocker.rollback()
     # Not before the stall timeout; then a heartbeat timeout and a reaper pass, plus slack.
     assert stall_timeout_s <= recovered_after_s + 1.0
@@ -126,7 +134,7 @@ def test_hung_training_loop_is_requeued_although_its_heartbeat_thread_lives(
 
 
 def test_a_worker_restarted_under_a_stable_name_resumes_its_job_at_once(
-    private_stack: Stack,
+    private_stack: Stack, record_property: RecordProperty
 ) -> None:
     stack = private_stack
     # A heartbeat timeout far beyond the test's patience: only the restart path can recover.
@@ -151,6 +159,7 @@ def test_a_worker_restarted_under_a_stable_name_resumes_its_job_at_once(
         stack.replace_worker(named)
         stack.wait_until(job["id"], _progressing(2), timeout_s=90)
         resumed_after_s = time.monotonic() - killed_at
+        record_property("restarted_worker_resumed_after_s", round(resumed_after_s, 1))
         final = stack.wait_for_job(job["id"])
         assert final["attempts"] == 2
         assert_exact_metric_history(stack, final)
