@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 from app.db.lifecycle import record_checkpoint, record_metrics
 from app.db.session import session_scope
 from flows import TrainCallbacks
 from worker.db_retry import retry_while_database_unavailable
 from worker.heartbeat import Heartbeat
-
-logger = logging.getLogger(__name__)
 
 
 class JobCallbacks(TrainCallbacks):

@@ -202,7 +202,7 @@ def record_metrics(
         .returning(Job.cancel_requested)
     ).first()
     if row is None:
-        return _beat_of(row)
+        return Beat(owned=False, cancel_requested=False)
     insert_ignoring_duplicates(
         session,
         Metric.__table__,
