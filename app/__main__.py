@@ -30,6 +30,12 @@ logger = logging.getLogger("app.serve")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 WORKER_STOP_GRACE_S = 10.0
 WORKER_RESTART_DELAY_S = 3.0
+EMBEDDED_WORKER_NAME = "efnf-embedded"
+
+
+def _worker_env() -> dict[str, str]:
+    """The worker's environment: a stable name, so a restarted worker resumes its job at once."""
+    return {"EFNF_WORKER_NAME": EMBEDDED_WORKER_NAME, **os.environ}
 
 
 class WorkerSupervisor(threading.Thread):
@@ -43,7 +49,7 @@ class WorkerSupervisor(threading.Thread):
     def run(self) -> None:
         while not self._stopping.is_set():
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "worker"], start_new_session=True
+                [sys.executable, "-m", "worker"], start_new_session=True, env=_worker_env()
             )
             logger.info("worker started (pid %d)", self._process.pid)
             code = self._process.wait()
@@ -57,8 +63,8 @@ class WorkerSupervisor(threading.Thread):
     def stop(self) -> None:
         """Asks the worker for a warm shutdown, then kills its process group after a grace period.
 
-        A job interrupted this way is resumed from its newest checkpoint once the reaper sees
-        its heartbeat go stale (after a restart).
+        A job interrupted this way is resumed from its newest checkpoint as soon as the worker
+        starts again (it runs under the stable name ``efnf-embedded``).
         """
         self._stopping.set()
         process = self._process

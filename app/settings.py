@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = Field(
         120.0, gt=0, description="A running job whose heartbeat is older is re-queued."
     )
+    stall_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="A running job whose training loop made no progress for this long is "
+        "treated as dead: its worker stops the heartbeat, so the reaper re-queues it.",
+    )
     reaper_interval_s: float = Field(30.0, gt=0)
     requeue_queued_after_s: float = Field(
         600.0, gt=0, description="Re-send a queued job's message after this long (lost messages)."
@@ -137,6 +143,14 @@ class Settings(BaseSettings):
         description="prefork: one child per task, recycled (CUDA-safe); solo: one process.",
     )
     worker_concurrency: int = Field(1, ge=1)
+    worker_name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Node name of this worker (``NAME@host``), stable across its restarts and "
+        "unique among running workers. A worker that starts re-queues at once the jobs still "
+        "marked running under its name; without one (a name per process) they wait for "
+        "EFNF_HEARTBEAT_TIMEOUT_S.",
+    )
     worker_loglevel: str = Field("INFO")
 
     # Serving.
@@ -161,6 +175,11 @@ class Settings(BaseSettings):
         if self.heartbeat_timeout_s <= 2 * self.heartbeat_interval_s:
             raise ValueError(
                 f"EFNF_HEARTBEAT_TIMEOUT_S ({self.heartbeat_timeout_s}) must exceed twice "
+                f"EFNF_HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s})"
+            )
+        if self.stall_timeout_s <= 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                f"EFNF_STALL_TIMEOUT_S ({self.stall_timeout_s}) must exceed twice "
                 f"EFNF_HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s})"
             )
         return self

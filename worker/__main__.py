@@ -24,7 +24,7 @@ def worker_argv(extra: list[str]) -> list[str]:
         "--loglevel",
         settings.worker_loglevel,
         "--hostname",
-        f"efnf-{os.getpid()}@%h",
+        f"{settings.worker_name or f'efnf-{os.getpid()}'}@%h",
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-
 from app.db.lifecycle import record_checkpoint, record_metrics
 from app.db.session import session_scope
 from flows import TrainCallbacks
+from worker.db_retry import retry_while_database_unavailable
 from worker.heartbeat import Heartbeat
-
-logger = logging.getLogger(__name__)
 
 
 class JobCallbacks(TrainCallbacks):
-    """Persists progress of one attempt; a write that finds the claim lost stops training."""
+    """Persists progress of one attempt; a write that finds the claim lost stops training.
+
+    Writes ride out a database outage of up to ``patience_s`` (see ``worker.db_retry``); a
+    longer one raises and ends the attempt, to be resumed from its newest checkpoint.
+    """
 
     def __init__(
         self,
@@ -22,27 +23,32 @@ class JobCallbacks(TrainCallbacks):
         attempt: int,
         heartbeat: Heartbeat,
         checkpoints_kept: int,
+        patience_s: float,
     ) -> None:
         self._database_url = database_url
         self._job_id = job_id
         self._attempt = attempt
         self._heartbeat = heartbeat
         self._checkpoints_kept = checkpoints_kept
+        self._patience_s = patience_s
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        try:
+        def write() -> None:
             with session_scope(self._database_url) as session:
-                owned = record_metrics(session, self._job_id, self._attempt, step, metrics)
-        except Exception:
-            logger.exception("could not store metrics of job %s at step %d", self._job_id, step)
-            return
-        if not owned:
-            self._heartbeat.request_stop("lost")
+                beat = record_metrics(session, self._job_id, self._attempt, step, metrics)
+            if not beat.owned:
+                self._heartbeat.request_stop("lost")
+            elif beat.cancel_requested:
+                self._heartbeat.request_stop("cancelled")
+
+        retry_while_database_unavailable(
+            write, self._patience_s, f"metrics of job {self._job_id} at step {step}"
+        )
 
     def on_checkpoint(self, step: int, checkpoint: bytes) -> None:
-        try:
+        def write() -> bool:
             with session_scope(self._database_url) as session:
-                owned = record_checkpoint(
+                return record_checkpoint(
                     session,
                     self._job_id,
                     self._attempt,
@@ -50,11 +56,13 @@ class JobCallbacks(TrainCallbacks):
                     checkpoint,
                     keep=self._checkpoints_kept,
                 )
-        except Exception:
-            logger.exception("could not store checkpoint of job %s at step %d", self._job_id, step)
-            return
+
+        owned = retry_while_database_unavailable(
+            write, self._patience_s, f"checkpoint of job {self._job_id} at step {step}"
+        )
         if not owned:
             self._heartbeat.request_stop("lost")
 
     def should_stop(self) -> bool:
+        self._heartbeat.mark_progress()
         return self._heartbeat.stop.is_set()

@@ -12,6 +12,7 @@ from typing import Any
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from app.broker import create_celery
+from app.db.base import utcnow
 from app.db.session import forget_inherited_engines
 from app.settings import get_settings
 from worker.reaper import ReaperThread
@@ -26,6 +27,8 @@ celery_app.conf.update(
 )
 
 _reaper: ReaperThread | None = None
+# Before any job is consumed: jobs claimed under this worker's name earlier are a dead process's.
+_process_started_at = utcnow()
 
 
 @worker_process_init.connect
@@ -36,7 +39,11 @@ def _child_started(**_: Any) -> None:
 @worker_ready.connect
 def _start_reaper(sender: Any = None, **_: Any) -> None:
     global _reaper
-    _reaper = ReaperThread(settings, celery_app)
+    # A stable name means that a job still running under it belongs to a previous process.
+    restarted = sender.hostname if settings.worker_name and sender is not None else None
+    _reaper = ReaperThread(
+        settings, celery_app, restarted_worker=restarted, started_at=_process_started_at
+    )
     _reaper.start()
 
 

@@ -14,19 +14,19 @@ from datetime import timedelta
 
 import numpy as np
 from celery import Task
-from sqlalchemy.exc import OperationalError
 
 from app.broker import TRAIN_TASK
 from app.db import lifecycle
 from app.db.base import utcnow
 from app.db.blobs import npy_to_array
-from app.db.crud import dataset_array_blob
+from app.db.crud import dataset_array_blob, newest_checkpoint
 from app.db.models import Job
 from app.db.session import session_scope
 from app.settings import Settings, get_settings
 from flows import FlowConfig, TrainConfig, TrainingDiverged, TrainResult, build_flow, train
 from worker.callbacks import JobCallbacks
 from worker.celery_app import celery_app
+from worker.db_retry import is_database_unavailable, retry_while_database_unavailable
 from worker.heartbeat import Heartbeat
 
 logger = logging.getLogger(__name__)
@@ -61,14 +61,26 @@ def run_job(settings: Settings, job_id: str, worker: str) -> str:
     attempt = claim.attempt
     logger.info("job %s: attempt %d on %s", job_id, attempt, worker)
 
-    heartbeat = Heartbeat(settings.database_url, job_id, attempt, settings.heartbeat_interval_s)
+    heartbeat = Heartbeat(
+        settings.database_url,
+        job_id,
+        attempt,
+        settings.heartbeat_interval_s,
+        settings.stall_timeout_s,
+    )
     heartbeat.start()
     try:
         inputs = _load_inputs(settings, job_id, attempt)
         callbacks = JobCallbacks(
-            settings.database_url, job_id, attempt, heartbeat, settings.checkpoints_kept
+            settings.database_url,
+            job_id,
+            attempt,
+            heartbeat,
+            settings.checkpoints_kept,
+            patience_s=settings.heartbeat_timeout_s,
         )
         flow = build_flow(inputs.flow_config)
+        heartbeat.mark_progress()
         result = train(
             flow,
             inputs.data,
@@ -76,12 +88,12 @@ def run_job(settings: Settings, job_id: str, worker: str) -> str:
             callbacks=callbacks,
             resume_from=inputs.resume_from,
         )
-    except OperationalError:
-        logger.exception("job %s: database unavailable; the reaper will re-queue it", job_id)
-        raise
     except TrainingDiverged as error:
-        return _fail(settings, job_id, attempt, f"training diverged: {error}")
+        return _fail(settings, job_id, attempt, f"{error}; {_kept_checkpoint(settings, job_id)}")
     except Exception as error:
+        if is_database_unavailable(error):
+            logger.exception("job %s: database unavailable; the reaper will re-queue it", job_id)
+            raise
         logger.exception("job %s failed", job_id)
         return _fail(settings, job_id, attempt, f"{type(error).__name__}: {error}")
     finally:
@@ -96,8 +108,8 @@ def _load_inputs(settings: Settings, job_id: str, attempt: int) -> JobInputs:
             raise JobInputError("the job's data set was deleted")
         data = npy_to_array(dataset_array_blob(session, job.dataset_id))
         resume = lifecycle.newest_checkpoint_blob(session, job_id)
+        lifecycle.rewind_to_step(session, job_id, attempt, 0 if resume is None else resume[0])
         if resume is not None:
-            lifecycle.set_resume_step(session, job_id, attempt, resume[0])
             logger.info("job %s resumes from step %d", job_id, resume[0])
         return JobInputs(
             flow_config=FlowConfig.model_validate(job.flow_config),
@@ -107,9 +119,21 @@ def _load_inputs(settings: Settings, job_id: str, attempt: int) -> JobInputs:
         )
 
 
-def _fail(settings: Settings, job_id: str, attempt: int, reason: str) -> str:
+def _kept_checkpoint(settings: Settings, job_id: str) -> str:
+    """Says which checkpoint a failed job keeps as its model (the last good one)."""
     with session_scope(settings.database_url) as session:
-        lifecycle.finish_job(session, job_id, attempt, "failed", error=reason)
+        newest = newest_checkpoint(session, job_id)
+    if newest is None:
+        return "no checkpoint was written before it"
+    return f"the last good checkpoint (step {newest.step}) is kept"
+
+
+def _fail(settings: Settings, job_id: str, attempt: int, reason: str) -> str:
+    def write() -> None:
+        with session_scope(settings.database_url) as session:
+            lifecycle.finish_job(session, job_id, attempt, "failed", error=reason)
+
+    retry_while_database_unavailable(write, settings.heartbeat_timeout_s, f"failing job {job_id}")
     return "failed"
 
 
@@ -120,18 +144,24 @@ def _record_result(
         logger.warning("job %s: attempt %d lost its claim; result discarded", job_id, attempt)
         return "lost"
     state = "cancelled" if result.stopped else "succeeded"
-    with session_scope(settings.database_url) as session:
-        lifecycle.record_checkpoint(
-            session,
-            job_id,
-            attempt,
-            result.step,
-            result.checkpoint,
-            keep=settings.checkpoints_kept,
-            final=not result.stopped,
-        )
-        lifecycle.finish_job(
-            session, job_id, attempt, state, step=result.step, metrics=result.metrics
-        )
+
+    def write() -> None:
+        with session_scope(settings.database_url) as session:
+            lifecycle.record_checkpoint(
+                session,
+                job_id,
+                attempt,
+                result.step,
+                result.checkpoint,
+                keep=settings.checkpoints_kept,
+                final=not result.stopped,
+            )
+            lifecycle.finish_job(
+                session, job_id, attempt, state, step=result.step, metrics=result.metrics
+            )
+
+    retry_while_database_unavailable(
+        write, settings.heartbeat_timeout_s, f"recording the end of job {job_id}"
+    )
     logger.info("job %s %s at step %d", job_id, state, result.step)
     return state

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.base import new_id, utcnow
@@ -141,20 +141,33 @@ def get_job(session: Session, owner: str, job_id: str) -> Job | None:
 
 
 def request_cancel(session: Session, job: Job) -> Job:
-    """Cancels a queued job at once; asks the worker to stop a running one."""
-    if job.state == "queued":
-        job.state = "cancelled"
-        job.cancel_requested = True
-        job.finished_at = utcnow()
-    elif job.state == "running":
-        job.cancel_requested = True
-    else:
+    """Cancels a queued job at once; asks the worker to stop a running one.
+
+    Both updates are conditional on the state, so a job that a worker claims (or finishes) at
+    the same moment is never overwritten; the row is re-read afterwards, so its ``step`` is the
+    one the worker had reached when the flag was set.
+    """
+    now = utcnow()
+    cancelled_queued = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.state == "queued")
+        .values(state="cancelled", cancel_requested=True, finished_at=now, updated_at=now)
+    ).rowcount
+    accepted = (
+        cancelled_queued
+        or session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.state == "running")
+            .values(cancel_requested=True, updated_at=now)
+        ).rowcount
+    )
+    session.refresh(job)
+    if not accepted:
         raise ConflictError(
             f"job_id {job.id!r} is already {job.state}; only queued or running jobs can be "
             "cancelled",
             "job_id",
         )
-    session.flush()
     return job
 
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Table, delete, or_, select, update
+from sqlalchemy import Table, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -134,16 +134,33 @@ def fail_exhausted(
             finished_at=now,
             updated_at=now,
             error=f"gave up after {max_attempts} attempt(s): the worker stopped sending "
-            "heartbeats (crashed, killed or lost)",
+            "heartbeats (crashed, killed, lost, or its training loop hung)",
         )
     )
     return result.rowcount == 1
 
 
-def set_resume_step(session: Session, job_id: str, attempt: int, step: int) -> None:
-    session.execute(
-        update(Job).where(_owned(job_id, attempt)).values(attempt_start_step=step, step=step)
+def rewind_to_step(session: Session, job_id: str, attempt: int, step: int) -> bool:
+    """Starts ``attempt`` at ``step`` (its checkpoint's, or 0); False if not owned.
+
+    An earlier attempt may have written metrics after its newest checkpoint before it died; they
+    are deleted so that the resumed run writes each later step exactly once.
+    """
+    latest = session.scalar(
+        select(Metric.values)
+        .where(Metric.job_id == job_id, Metric.step <= step)
+        .order_by(Metric.step.desc())
+        .limit(1)
     )
+    owned = session.execute(
+        update(Job)
+        .where(_owned(job_id, attempt))
+        .values(attempt_start_step=step, step=step, latest_metrics=latest)
+    ).rowcount
+    if not owned:
+        return False
+    session.execute(delete(Metric).where(Metric.job_id == job_id, Metric.step > step))
+    return True
 
 
 def heartbeat(session: Session, job_id: str, attempt: int) -> Beat:
@@ -154,6 +171,16 @@ def heartbeat(session: Session, job_id: str, attempt: int) -> Beat:
         .values(heartbeat_at=utcnow())
         .returning(Job.cancel_requested)
     ).first()
+    return _beat_of(row)
+
+
+def read_claim(session: Session, job_id: str, attempt: int) -> Beat:
+    """Whether ``attempt`` still owns the job, without refreshing its heartbeat."""
+    row = session.execute(select(Job.cancel_requested).where(_owned(job_id, attempt))).first()
+    return _beat_of(row)
+
+
+def _beat_of(row: Any) -> Beat:
     if row is None:
         return Beat(owned=False, cancel_requested=False)
     return Beat(owned=True, cancel_requested=bool(row.cancel_requested))
@@ -161,23 +188,28 @@ def heartbeat(session: Session, job_id: str, attempt: int) -> Beat:
 
 def record_metrics(
     session: Session, job_id: str, attempt: int, step: int, metrics: dict[str, Any]
-) -> bool:
-    """Stores one step's metrics once (a duplicate step is ignored); False if not owned."""
+) -> Beat:
+    """Stores one step's metrics once (a duplicate step is ignored).
+
+    Also reads the cancellation flag, so that a cancel stops the run at its next metric step
+    even when steps are faster than heartbeats.
+    """
     values = clean_metrics(metrics)
-    owned = session.execute(
+    row = session.execute(
         update(Job)
         .where(_owned(job_id, attempt))
         .values(step=step, latest_metrics=values, heartbeat_at=utcnow())
-    ).rowcount
-    if not owned:
-        return False
+        .returning(Job.cancel_requested)
+    ).first()
+    if row is None:
+        return Beat(owned=False, cancel_requested=False)
     insert_ignoring_duplicates(
         session,
         Metric.__table__,
         {"job_id": job_id, "step": step, "values": values, "created_at": utcnow()},
         ["job_id", "step"],
     )
-    return True
+    return _beat_of(row)
 
 
 def record_checkpoint(
@@ -259,6 +291,27 @@ def finish_job(
     return result.rowcount == 1
 
 
+def requeue_jobs_of_worker(session: Session, worker: str, claimed_before: datetime) -> list[str]:
+    """Puts back in the queue the jobs running under ``worker`` since before ``claimed_before``.
+
+    For a worker that has just started (at ``claimed_before``) under a stable name: what ran
+    under that name before died with its previous process, so there is no need to wait for the
+    heartbeat to go stale. Jobs it has claimed itself since are left alone.
+    """
+    now = utcnow()
+    rows = session.execute(
+        update(Job)
+        .where(
+            Job.state == "running",
+            Job.worker == worker,
+            Job.attempt_started_at < claimed_before,
+        )
+        .values(state="queued", enqueued_at=now, updated_at=now, worker=None)
+        .returning(Job.id)
+    )
+    return [row.id for row in rows]
+
+
 def stale_running_jobs(session: Session, stale_before: datetime) -> list[tuple[str, int]]:
     """(id, attempts) of running jobs whose heartbeat is older than ``stale_before``."""
     rows = session.execute(select(Job.id, Job.attempts).where(_stale(stale_before)))
@@ -276,15 +329,24 @@ def requeue_stale(session: Session, job_id: str, stale_before: datetime) -> bool
     return result.rowcount == 1
 
 
-def unsent_queued_jobs(session: Session, sent_before: datetime) -> list[str]:
-    """Queued jobs never sent, or sent before ``sent_before`` (their message may be lost)."""
+def never_sent_queued_jobs(session: Session) -> list[str]:
+    """Queued jobs whose message was never sent (the broker was down when they were queued)."""
+    rows = session.scalars(select(Job.id).where(Job.state == "queued", Job.enqueued_at.is_(None)))
+    return list(rows)
+
+
+def overdue_queued_jobs(session: Session, sent_before: datetime) -> list[str]:
+    """Queued jobs last sent before ``sent_before``, oldest first (their message may be lost)."""
     rows = session.scalars(
-        select(Job.id).where(
-            Job.state == "queued",
-            or_(Job.enqueued_at.is_(None), Job.enqueued_at < sent_before),
-        )
+        select(Job.id)
+        .where(Job.state == "queued", Job.enqueued_at < sent_before)
+        .order_by(Job.enqueued_at)
     )
     return list(rows)
+
+
+def count_queued_jobs(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Job).where(Job.state == "queued"))
 
 
 def mark_enqueued(session: Session, job_id: str, sent_before: datetime | None = None) -> bool:

@@ -8,6 +8,10 @@ Two stacks run the same tests (the ``stack`` fixture is parametrised):
 - ``embedded``: the embedded default, a SQLite database and the ``sqla+sqlite`` broker in a
   temporary directory, with its own worker subprocess.
 
+A third, ``private_stack``, runs on a PostgreSQL cluster and a Redis of the session's own
+(``tests/service/private_servers.py``), for fault tests that kill workers or restart servers;
+``stack_on_urls`` builds a stack on any given URLs.
+
 The API runs in-process (`fastapi.testclient.TestClient`); the worker is a separate process, so a
 job really crosses the broker. ``stack.client`` carries an API key of ``stack.tenant``; the
 ``other_tenant_client`` and ``anonymous_client`` fixtures give a second tenant's client and one
@@ -21,6 +25,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +49,7 @@ from tests.service.payloads import (
     png_zip,
     submit_job,
 )
+from tests.service.private_servers import PrivatePostgres, PrivateRedis
 from tests.service.stack import REPO_ROOT, Stack, Worker, auth_headers, create_key
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -110,11 +117,14 @@ def redis_broker() -> Iterator[tuple[str, str]]:
         client.close()
 
 
-def _start_stack(name: str, settings: Settings, tmp: Path) -> Iterator[Stack]:
+def _start_stack(
+    name: str, settings: Settings, tmp: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[Stack]:
     upgrade_to_head(settings.database_url)
     env = {
         **os.environ,
         **SERVICE_ENV,
+        **(extra_env or {}),
         "EFNF_DATABASE_URL": settings.database_url,
         "EFNF_BROKER_URL": settings.broker_url,
         "EFNF_TRAIN_QUEUE": settings.train_queue,
@@ -122,17 +132,21 @@ def _start_stack(name: str, settings: Settings, tmp: Path) -> Iterator[Stack]:
     }
     key = create_key(settings.database_url, settings.default_owner)
     worker = Worker(env, tmp / f"worker-{name}.log")
+    stack: Stack | None = None
     try:
         with TestClient(create_app(settings), headers=auth_headers(key)) as client:
-            yield Stack(name, settings, client, worker)
+            stack = Stack(name, settings, client, worker)
+            yield stack
     finally:
-        worker.stop()
+        # A fault test may have replaced the worker: stop the stack's current one.
+        (worker if stack is None else stack.worker).stop()
         dispose_engines()
 
 
-def _service_settings(**values: Any) -> Settings:
+def _service_settings(extra_env: dict[str, str] | None = None, **values: Any) -> Settings:
+    environment = {**SERVICE_ENV, **(extra_env or {})}
     return Settings(
-        **{key.removeprefix("EFNF_").lower(): v for key, v in SERVICE_ENV.items()}, **values
+        **{key.removeprefix("EFNF_").lower(): v for key, v in environment.items()}, **values
     )
 
 
@@ -194,3 +208,67 @@ def other_tenant_client(stack: Stack) -> TestClient:
 def anonymous_client(stack: Stack) -> TestClient:
     """A client of the same stack that sends no API key."""
     return stack.anonymous_client()
+
+
+@contextmanager
+def stack_on_urls(
+    name: str,
+    database_url: str,
+    broker_url: str,
+    tmp: Path,
+    queue: str = "train",
+    env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    """A stack (in-process API + worker subprocess) on the given database and broker URLs.
+
+    ``env`` adds to SERVICE_ENV, for both the API's settings and the worker.
+    """
+    settings = _service_settings(
+        env, database_url=database_url, broker_url=broker_url, train_queue=queue
+    )
+    yield from _start_stack(name, settings, tmp, env)
+
+
+# The fault tests' settings on top of SERVICE_ENV: a short stall timeout (a hung loop is caught
+# in seconds) and quick re-sending of queued jobs (a Redis restart loses their messages).
+FAULT_ENV = {"EFNF_STALL_TIMEOUT_S": "8", "EFNF_REQUEUE_QUEUED_AFTER_S": "5"}
+
+
+@dataclass
+class PrivateServers:
+    postgres: PrivatePostgres
+    redis: PrivateRedis
+    database_url: str
+
+
+@pytest.fixture(scope="session")
+def private_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateServers]:
+    """A PostgreSQL cluster and a Redis of this session alone, for tests that restart them."""
+    postgres = PrivatePostgres()
+    try:
+        redis_server = PrivateRedis(tmp_path_factory.mktemp("private-redis"))
+        try:
+            yield PrivateServers(postgres, redis_server, postgres.create_database("efnf"))
+        finally:
+            redis_server.stop()
+    finally:
+        dispose_engines()
+        postgres.destroy()
+
+
+@pytest.fixture(scope="session")
+def private_stack(
+    private_servers: PrivateServers, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A stack on the private servers, with FAULT_ENV; tests may kill and replace its worker.
+
+    Stopped before the servers are (a worker cut off from its database would linger).
+    """
+    with stack_on_urls(
+        "private",
+        private_servers.database_url,
+        private_servers.redis.url,
+        tmp_path_factory.mktemp("private"),
+        env=FAULT_ENV,
+    ) as stack:
+        yield stack

@@ -31,6 +31,7 @@ class Worker:
     """A ``python -m worker`` subprocess in its own process group, logging to a file."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
@@ -45,6 +46,22 @@ class Worker:
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL to the worker's whole process group: its main process and pool children."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._log.close()
+
+    def successor(self, env: dict[str, str | None] | None = None) -> Worker:
+        """A new worker with this one's environment updated by ``env`` (None removes a
+        variable), logging to a new file next to this one's."""
+        stem = self.log_path.stem.rsplit("+", 1)[0]
+        taken = len(list(self.log_path.parent.glob(f"{stem}*.log")))
+        updated = {**self.env, **(env or {})}
+        kept = {key: value for key, value in updated.items() if value is not None}
+        return Worker(kept, self.log_path.with_name(f"{stem}+{taken}.log"))
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -111,6 +128,13 @@ class Stack:
             f"[{self.name}] job {job_id} is {job.get('state')} (error {job.get('error')!r}), "
             f"expected {states}\n--- worker log ---\n{self.worker.log_tail()}"
         )
+
+    def replace_worker(self, env: dict[str, str | None] | None = None) -> Worker:
+        """Kills the worker (SIGKILL, whole process group) and starts a fresh one (its
+        environment updated by ``env``)."""
+        self.worker.kill()
+        self.worker = self.worker.successor(env)
+        return self.worker
 
     def wait_until(self, job_id: str, condition: Any, timeout_s: float = JOB_TIMEOUT_S) -> dict:
         deadline = time.monotonic() + timeout_s
