@@ -77,11 +77,15 @@ def test_costs_grow_with_their_factors() -> None:
 
 
 def test_auto_training_method_follows_the_trainer() -> None:
-    points = FlowConfig(group="C4", data_shape=[2], exact_max_dim=1)
+    points = FlowConfig(group="C4", data_shape=[2])
     images = FlowConfig(group="C4", data_shape=[1, 4, 4])
     assert training_method(points, TrainConfig()) == "exact"
     assert training_method(images, TrainConfig()) == "estimate"
     assert training_method(images, TrainConfig(logdet="exact")) == "exact"
+    coupling = FlowConfig(family="coupling", group="C4", data_shape=[3, 4, 4])
+    assert training_method(coupling, TrainConfig(logdet="estimate")) == "exact"
+    with pytest.raises(ValueError, match="exact_max_dim 1"):
+        training_method(points.model_copy(update={"exact_max_dim": 1}), TrainConfig())
 
 
 def test_analytic_families_cost_one_pass_and_iaf_costs_k_in_its_slow_direction() -> None:
