@@ -6,18 +6,91 @@ import torch
 
 from flows.config import FlowConfig
 from flows.flow import Flow
-from flows.groups import build_field_types
-from flows.layers import EquivariantActNorm, FlowLayer, LogitTransform, ResidualBlock
-from flows.subnets import build_subnet
+from flows.groups import FieldTypes, build_field_types
+from flows.layers import (
+    CheckerboardCoupling,
+    EquivariantActNorm,
+    FieldCoupling,
+    FieldMixing,
+    FlowLayer,
+    GroupAutoregressive,
+    LogitTransform,
+    ResidualBlock,
+)
+from flows.layers.autoregressive import autoregressive_field_masks
+from flows.layers.coupling import checkerboard_mask
+from flows.layers.linear import build_conv_exponential, mixable_field_groups
+from flows.padding import PaddingDistribution
+from flows.subnets import build_conditioner, build_subnet
 
 __all__ = ["build_flow"]
+
+
+def _grid(config: FlowConfig) -> tuple[int, int] | None:
+    return None if config.is_points else (config.data_shape[1], config.data_shape[2])
+
+
+def _residual(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer]:
+    net = build_subnet(types, config)
+    return [
+        ResidualBlock(net, types.data, atol=config.inverse_atol, max_iter=config.inverse_max_iter)
+    ]
+
+
+def _coupling(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer]:
+    if config.coupling_split == "checkerboard":
+        height, width = _grid(config)  # type: ignore[misc]
+        net = build_conditioner(types, types.data, types.data + types.data, config)
+        mask = checkerboard_mask(height, width, parity=index % 2)
+        return [CheckerboardCoupling(net, types.data, mask, config.scale_bound)]
+    fields = list(range(config.n_fields))
+    transformed = [f for f in fields if f % 2 == index % 2]
+    kept = [f for f in fields if f % 2 != index % 2]
+    moved_type = types.subtype(transformed)
+    net = build_conditioner(types, types.subtype(kept), moved_type + moved_type, config)
+    return [FieldCoupling(net, types.subtype(kept), kept, transformed, config.scale_bound)]
+
+
+def _iaf(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer]:
+    n_blocks = config.iaf_block_count
+    size = config.n_fields // n_blocks
+    blocks = [list(range(b * size, (b + 1) * size)) for b in range(n_blocks)]
+    if index % 2 == 1:
+        # Alternate the order, so that every block is conditioned on the others somewhere.
+        blocks = blocks[::-1]
+    position = {f: rank + 1 for rank, block in enumerate(blocks) for f in block}
+    masks = autoregressive_field_masks(
+        [position[f] for f in range(config.n_fields)],
+        len(types.hidden),
+        config.hidden_layers,
+        n_blocks,
+    )
+    net = build_conditioner(types, types.data, types.data + types.data, config, masks)
+    return [GroupAutoregressive(net, types.data, blocks, config.scale_bound, config.iaf_fast)]
+
+
+def _linear(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer]:
+    layers: list[FlowLayer] = [
+        build_conv_exponential(
+            types.data, _grid(config), config.kernel_size, config.lipschitz_coeff
+        )
+    ]
+    if mixable_field_groups(types.data):
+        layers.append(FieldMixing(types.data))
+    return layers
+
+
+BLOCK_BUILDERS = {"residual": _residual, "coupling": _coupling, "iaf": _iaf, "linear": _linear}
 
 
 def build_flow(config: FlowConfig, seed: int = 0) -> Flow:
     """Builds the flow that ``config`` describes, with weights drawn from ``seed``.
 
-    Images: logit transform (if ``logit_alpha`` is set), then ``depth`` times [ActNorm, G-residual
-    block], then a final ActNorm. Points: the same without the logit transform.
+    Images: logit transform (if ``logit_alpha`` is set), then ``depth`` times the block pattern
+    (one block of ``family``, or ``blocks`` for ``mixed``), each block after an ActNorm, then a
+    final ActNorm. Points: the same without the logit transform. Augmented flows
+    (``padding_channels`` > 0) get a padding distribution, and their blocks act on the data and
+    the padding together.
 
     Example:
         >>> from flows import FlowConfig, build_flow
@@ -30,17 +103,20 @@ def build_flow(config: FlowConfig, seed: int = 0) -> Flow:
         torch.manual_seed(seed)
         layers: list[FlowLayer] = []
         if not config.is_points and config.logit_alpha is not None:
-            layers.append(LogitTransform(config.logit_alpha))
+            layers.append(LogitTransform(config.logit_alpha, channels=config.data_shape[0]))
+        counts = dict.fromkeys(BLOCK_BUILDERS, 0)
         for _ in range(config.depth):
-            if config.actnorm:
-                layers.append(EquivariantActNorm(types.data))
-            block = ResidualBlock(
-                build_subnet(types, config),
-                types.data,
-                atol=config.inverse_atol,
-                max_iter=config.inverse_max_iter,
-            )
-            layers.append(block)
+            for kind in config.block_pattern:
+                if config.actnorm:
+                    layers.append(EquivariantActNorm(types.data))
+                layers += BLOCK_BUILDERS[kind](types, config, counts[kind])
+                counts[kind] += 1
         if config.actnorm:
             layers.append(EquivariantActNorm(types.data))
-    return Flow(config, layers)
+        padding = None
+        if types.padding is not None:
+            net = build_conditioner(types, types.observed, types.padding + types.padding, config)
+            padding = PaddingDistribution(
+                net, types.observed, config.padding_channels, config.scale_bound
+            )
+    return Flow(config, layers, padding)

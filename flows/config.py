@@ -6,12 +6,15 @@ builds from them; invalid combinations are rejected here with a message naming t
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FINITE_GROUP_PATTERN = re.compile(r"^(C|D)([1-9][0-9]*)$")
+BlockKind = Literal["residual", "coupling", "iaf", "linear"]
+FAMILIES = ("residual", "coupling", "iaf", "linear", "mixed")
 CONTINUOUS_GROUPS = ("SO2", "O2")
 MAX_DISCRETE_ORDER = 16
 
@@ -70,14 +73,40 @@ class FlowConfig(BaseModel):
     ``data_shape`` is ``[D]`` for points (``[2]`` for every group other than ``trivial``, where
     the group acts by 2x2 rotation/reflection matrices) or ``[C, H, W]`` for images (each channel
     a scalar field; the group moves pixels).
+
+    Families (``depth`` blocks each, an ActNorm before every block and after the last):
+
+    - ``residual``: G-residual blocks y = x + g(x), Lip(g) <= ``lipschitz_coeff``.
+    - ``coupling``: G-affine coupling, y_b = x_b * exp(s(x_a)) + t(x_a), alternating halves.
+      With ``coupling_split="fields"`` the halves are sets of fields (exactly equivariant; needs
+      two or more permutation fields: channels of an image, or coordinates of trivial points);
+      ``"checkerboard"`` is the paper's "soft" variant (G-convolutions inside an ordinary
+      checkerboard coupling), which is not exactly invariant under 90-degree rotations.
+    - ``iaf``: G-inverse autoregressive flow over ``iaf_blocks`` equal blocks of fields.
+    - ``linear``: convolution exponential of a steerable convolution, then an invertible mixing
+      of the fields of the same type where there are two or more.
+    - ``mixed``: ``blocks`` (e.g. ``["linear", "coupling"]``) repeated ``depth`` times.
+
+    ``padding_channels`` > 0 makes it an *augmented* flow (Theorem 3): the data is padded with
+    that many channels on which the group acts trivially (scalar fields of an image, invariant
+    coordinates of a point), drawn from a learnt G-equivariant Gaussian q(pad | x); the
+    likelihood it reports is then a lower bound (importance weighted at evaluation).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    family: Literal["residual"] = Field("residual", description="Flow family.")
+    family: Literal["residual", "coupling", "iaf", "linear", "mixed"] = Field(
+        "residual", description="Flow family (see the schema's description)."
+    )
+    blocks: list[BlockKind] | None = Field(
+        None,
+        min_length=1,
+        max_length=8,
+        description="family 'mixed' only: the block pattern repeated depth times.",
+    )
     group: str = Field("C4", description="trivial, C<N>, D<N>, SO2 or O2.")
     data_shape: list[int] = Field(..., min_length=1, max_length=3)
-    depth: int = Field(4, ge=1, le=64, description="Number of flow blocks.")
+    depth: int = Field(4, ge=1, le=64, description="Number of flow blocks (pattern repeats).")
     width: int = Field(
         8,
         ge=1,
@@ -88,7 +117,11 @@ class FlowConfig(BaseModel):
     hidden_layers: int = Field(2, ge=1, le=8, description="Hidden layers of each sub-network.")
     kernel_size: int = Field(3, ge=1, le=9, description="Convolution kernel size (images).")
     lipschitz_coeff: float = Field(
-        0.97, gt=0.0, lt=1.0, description="Bound c < 1 on each layer's operator norm."
+        0.97,
+        gt=0.0,
+        lt=1.0,
+        description="Bound c < 1 on each layer's operator norm (residual branches, and the "
+        "convolution that linear flows exponentiate).",
     )
     activation: Literal["lipswish", "elu"] = Field(
         "lipswish", description="Pointwise 1-Lipschitz nonlinearity (finite groups, trivial)."
@@ -98,8 +131,40 @@ class FlowConfig(BaseModel):
     logit_alpha: float | None = Field(
         0.05, ge=0.0, lt=0.5, description="Logit transform for images (None: identity)."
     )
+    coupling_split: Literal["fields", "checkerboard"] = Field(
+        "fields",
+        description="coupling: split along fields (exact) or a checkerboard (soft, images).",
+    )
+    scale_bound: float = Field(
+        2.0,
+        gt=0.0,
+        le=10.0,
+        description="coupling/iaf log-scales are bound * tanh(raw / bound), for stability.",
+    )
+    iaf_blocks: int | None = Field(
+        None, ge=2, le=64, description="iaf: number of equal blocks of fields (default: one each)."
+    )
+    iaf_fast: Literal["sampling", "density"] = Field(
+        "sampling",
+        description="iaf: the direction that takes one network pass per layer. 'sampling' (IAF):"
+        " sampling is parallel and log-density needs iaf_blocks sequential passes; 'density' "
+        "(MAF): the other way round.",
+    )
+    padding_channels: int = Field(
+        0, ge=0, le=64, description="Augmented flow: trivially acted padding channels (0: none)."
+    )
+    padding_eval_samples: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Augmented flow: importance samples of the padding when scoring.",
+    )
     exact_max_dim: int = Field(
-        256, ge=1, le=16384, description="Largest data dimension for exact (Jacobian) log-det."
+        256,
+        ge=1,
+        le=16384,
+        description="Largest (padded) dimension for the exact (Jacobian) log-det of residual "
+        "blocks; other families' log-dets are always exact.",
     )
     estimator: LogDetEstimatorConfig = Field(default_factory=LogDetEstimatorConfig)
     inverse_atol: float = Field(1e-5, gt=0.0, le=1e-1, description="Fixed-point tolerance.")
@@ -145,7 +210,86 @@ class FlowConfig(BaseModel):
                 raise ValueError(
                     f"kernel_size {self.kernel_size} is even; an odd size keeps the grid centred"
                 )
+        self._check_family()
         return self
+
+    def _check_family(self) -> None:
+        if (self.family == "mixed") != (self.blocks is not None):
+            raise ValueError(
+                "blocks: give a block pattern exactly when family is 'mixed' "
+                f"(family {self.family!r}, blocks {self.blocks})"
+            )
+        kinds = set(self.block_pattern)
+        if kinds & {"coupling", "iaf"}:
+            self._check_split_family(sorted(kinds & {"coupling", "iaf"}))
+        if "iaf" in kinds:
+            blocks = self.iaf_block_count
+            if self.n_fields % blocks:
+                raise ValueError(
+                    f"iaf_blocks {blocks} does not divide the {self.n_fields} fields "
+                    f"({self._fields_description()})"
+                )
+
+    def _fields_description(self) -> str:
+        if self.is_points:
+            data = "1 point" if self.group_kind != "trivial" else f"{self.dim} coordinates"
+        else:
+            data = f"{self.data_shape[0]} channels"
+        return f"{data} + padding_channels {self.padding_channels}"
+
+    def _check_split_family(self, kinds: list[str]) -> None:
+        names = " and ".join(repr(kind) for kind in kinds)
+        if self.is_points and self.group_kind != "trivial":
+            raise ValueError(
+                f"family {names} transforms fields of a permutation representation "
+                "elementwise; 2-D points under group "
+                f"{self.group} form one field of the rotation (standard) representation, which "
+                "is not one: use group 'trivial', or family 'residual' or 'linear'"
+            )
+        checkerboard = "coupling" in kinds and self.coupling_split == "checkerboard"
+        if checkerboard and self.is_points:
+            raise ValueError(
+                "coupling_split 'checkerboard' needs images; points use coupling_split 'fields'"
+            )
+        needs_fields = "iaf" in kinds or ("coupling" in kinds and self.coupling_split == "fields")
+        if needs_fields and self.n_fields < 2:
+            raise ValueError(
+                f"data_shape {self.data_shape} has 1 field; family {names} splits the fields "
+                "into parts, so it needs at least 2: set padding_channels >= 1 (an augmented "
+                "flow, scored by a lower bound), or for coupling use coupling_split "
+                "'checkerboard' (not exactly invariant)"
+            )
+
+    @property
+    def block_pattern(self) -> list[str]:
+        """The kinds of block one step of depth adds, in order."""
+        return list(self.blocks) if self.blocks is not None else [self.family]
+
+    @property
+    def n_fields(self) -> int:
+        """Fields of the (padded) data: channels of an image, or point fields plus padding."""
+        if self.is_points:
+            data_fields = 1 if self.group_kind != "trivial" else self.data_shape[0]
+        else:
+            data_fields = self.data_shape[0]
+        return data_fields + self.padding_channels
+
+    @property
+    def iaf_block_count(self) -> int:
+        return self.iaf_blocks if self.iaf_blocks is not None else self.n_fields
+
+    @property
+    def latent_shape(self) -> list[int]:
+        """The shape the bijection acts on: the data's, with the padding channels appended."""
+        return [self.data_shape[0] + self.padding_channels, *self.data_shape[1:]]
+
+    @property
+    def latent_dim(self) -> int:
+        return math.prod(self.latent_shape)
+
+    @property
+    def is_augmented(self) -> bool:
+        return self.padding_channels > 0
 
     @property
     def is_points(self) -> bool:

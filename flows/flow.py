@@ -14,6 +14,7 @@ from flows.config import FlowConfig
 from flows.layers import FlowLayer, InverseInfo, ResidualBlock
 from flows.lipschitz import LipschitzLayer
 from flows.logdet import LogDetContext
+from flows.padding import PaddingDistribution
 
 __all__ = ["Flow", "InverseReport", "LogDetMethod"]
 
@@ -43,23 +44,55 @@ class Flow(torch.nn.Module):
     every layer is G-equivariant the model density is exactly G-invariant.
     References: Bose & Kobyzev, Equivariant Finite Normalizing Flows (2021).
 
+    An *augmented* flow (``padding`` given) is a bijection of the data padded with trivially
+    acted channels: :meth:`transform` and :meth:`inverse` act on that padded (latent) shape,
+    while :meth:`log_prob` and :meth:`sample` speak of the data alone, ``log_prob`` through a
+    lower bound (see :mod:`flows.padding`).
+
     Arguments:
         config: the configuration the flow was built from.
         layers: the layers, data side first.
+        padding: the padding distribution q(pad | x) of an augmented flow.
     """
 
-    def __init__(self, config: FlowConfig, layers: list[FlowLayer]) -> None:
+    def __init__(
+        self,
+        config: FlowConfig,
+        layers: list[FlowLayer],
+        padding: PaddingDistribution | None = None,
+    ) -> None:
         super().__init__()
+        if (padding is not None) != config.is_augmented:
+            raise ValueError(
+                f"padding_channels {config.padding_channels} needs a padding distribution "
+                "exactly when it is positive"
+            )
         self.config = config
         self.layers = torch.nn.ModuleList(layers)
+        self.padding = padding
 
     @property
     def data_shape(self) -> tuple[int, ...]:
         return tuple(self.config.data_shape)
 
     @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The shape of the bijection's input and output (the data's, plus padding channels)."""
+        return tuple(self.config.latent_shape)
+
+    @property
     def dim(self) -> int:
         return self.config.dim
+
+    @property
+    def is_lower_bound(self) -> bool:
+        """True if :meth:`log_prob` is a lower bound on log p(x) (augmented flows)."""
+        return self.padding is not None
+
+    @property
+    def has_residual_blocks(self) -> bool:
+        """Only residual blocks have a log-det that may be estimated; others are analytic."""
+        return any(isinstance(layer, ResidualBlock) for layer in self.layers)
 
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
         for parameter in self.parameters():
@@ -67,28 +100,34 @@ class Flow(torch.nn.Module):
         return torch.device("cpu"), torch.get_default_dtype()
 
     def resolve_method(self, method: LogDetMethod) -> str:
-        """``auto`` is exact up to ``config.exact_max_dim`` dimensions and estimated above."""
+        """``auto`` is exact up to ``config.exact_max_dim`` dimensions and estimated above.
+
+        A flow without residual blocks has analytic log-dets only: every method is exact.
+        """
+        if method not in ("auto", "exact", "estimate"):
+            raise ValueError(f"method {method!r} is not one of 'auto', 'exact', 'estimate'")
+        dim = self.config.latent_dim
+        if not self.has_residual_blocks:
+            return "exact"
         if method == "auto":
-            return "exact" if self.dim <= self.config.exact_max_dim else "estimate"
-        if method == "exact" and self.dim > self.config.exact_max_dim:
+            return "exact" if dim <= self.config.exact_max_dim else "estimate"
+        if method == "exact" and dim > self.config.exact_max_dim:
             raise ValueError(
-                f"method 'exact' needs a {self.dim}x{self.dim} Jacobian per item, above "
+                f"method 'exact' needs a {dim}x{dim} Jacobian per item, above "
                 f"exact_max_dim={self.config.exact_max_dim}; use method='estimate'"
             )
-        if method not in ("exact", "estimate"):
-            raise ValueError(f"method {method!r} is not one of 'auto', 'exact', 'estimate'")
         return method
 
-    def _check_input(self, x: Tensor) -> None:
-        if tuple(x.shape[1:]) != self.data_shape:
+    def _check_input(self, x: Tensor, shape: tuple[int, ...], name: str) -> None:
+        if tuple(x.shape[1:]) != shape:
             raise ValueError(
-                f"input shape {list(x.shape)} does not match the flow's data_shape "
-                f"{list(self.data_shape)} (expected [batch, *data_shape])"
+                f"input shape {list(x.shape)} does not match the flow's {name} "
+                f"{list(shape)} (expected [batch, *{name}])"
             )
 
     def transform_with_context(self, x: Tensor, ctx: LogDetContext) -> tuple[Tensor, Tensor]:
-        """Data -> latent with every layer's log-det computed as ``ctx`` says."""
-        self._check_input(x)
+        """(Padded) data -> latent with every layer's log-det computed as ``ctx`` says."""
+        self._check_input(x, self.latent_shape, "latent_shape")
         logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         for layer in self.layers:
             x, layer_logdet = layer(x, ctx)
@@ -109,7 +148,7 @@ class Flow(torch.nn.Module):
     def transform(
         self, x: Tensor, method: LogDetMethod = "auto", generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Data -> (latent z, log|det dz/dx| per item); differentiable when grad is enabled."""
+        """(Padded) data -> (latent z, log|det dz/dx| per item); differentiable with grad on."""
         return self.transform_with_context(x, self._context(method, 1, generator))
 
     @staticmethod
@@ -118,6 +157,25 @@ class Flow(torch.nn.Module):
         flat = z.reshape(z.shape[0], -1)
         return -0.5 * (flat.pow(2).sum(1) + flat.shape[1] * LOG_2PI)
 
+    def log_likelihood(
+        self, x: Tensor, ctx: LogDetContext, padding_noise: Tensor | None = None
+    ) -> Tensor:
+        """log p(x) per item, or for an augmented flow one draw of its ELBO (training's loss).
+
+        Arguments:
+            x: a batch shaped (B, *data_shape).
+            ctx: how the log-dets are computed (and the random source of the padding).
+            padding_noise: augmented flows: the standard normal noise of the padding draw,
+                shaped (B, padding_channels, *spatial); drawn from ``ctx.generator`` if None.
+        """
+        self._check_input(x, self.data_shape, "data_shape")
+        if self.padding is None:
+            z, logdet = self.transform_with_context(x, ctx)
+            return self.base_log_prob(z) + logdet
+        padding, log_q = self.padding.sample(x, padding_noise, ctx.generator)
+        z, logdet = self.transform_with_context(torch.cat([x, padding], 1), ctx)
+        return self.base_log_prob(z) + logdet - log_q
+
     def log_prob(
         self,
         x: Tensor,
@@ -125,20 +183,30 @@ class Flow(torch.nn.Module):
         return_stderr: bool = False,
         generator: torch.Generator | None = None,
         n_probes: int | None = None,
+        padding_noise: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Natural-log density of x (for images: of x in [0, 1]^D, continuous).
+
+        For an augmented flow (:attr:`is_lower_bound`) this is the importance-weighted lower
+        bound with ``config.padding_eval_samples`` draws of the padding (see
+        :mod:`flows.padding`), and its standard error includes the delta-method error of that
+        Monte-Carlo average.
 
         Arguments:
             x: a batch shaped (B, *data_shape).
             method: ``exact`` (full Jacobian), ``estimate`` (unbiased Russian roulette) or
-                ``auto`` (exact up to ``config.exact_max_dim`` dimensions).
+                ``auto`` (exact up to ``config.exact_max_dim`` dimensions); flows without
+                residual blocks are always exact.
             return_stderr: also return the standard error of the estimate (zeros if exact);
                 estimates then use ``config.estimator.eval_probes`` probes per item.
-            generator: random source of the estimator.
+            generator: random source of the estimator and of the padding draws.
             n_probes: override the number of Hutchinson probes.
+            padding_noise: augmented flows: the padding draws' standard normal noise, shaped
+                (K, B, padding_channels, *spatial) for K importance samples.
 
         Returns:
-            log p(x) of shape (B,), and its standard error if ``return_stderr``.
+            log p(x) (or its lower bound) of shape (B,), and its standard error if
+            ``return_stderr``.
         """
         resolved = self.resolve_method(method)
         if n_probes is None:
@@ -146,20 +214,48 @@ class Flow(torch.nn.Module):
         if resolved == "exact":
             n_probes = 1
         ctx = self._context(resolved, n_probes, generator)
-        z, logdet = self.transform_with_context(x, ctx)
-        log_prob = self.base_log_prob(z) + logdet
+        if self.padding is None:
+            log_prob = self.log_likelihood(x, ctx)
+            variance = ctx.variance if ctx.variance is not None else torch.zeros_like(log_prob)
+        else:
+            log_prob, variance = self._importance_weighted(x, ctx, padding_noise)
         if not return_stderr:
             return log_prob
-        variance = ctx.variance if ctx.variance is not None else torch.zeros_like(log_prob)
         return log_prob, variance.clamp_min(0).sqrt()
+
+    def _importance_weighted(
+        self, x: Tensor, ctx: LogDetContext, padding_noise: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """IWAE-K bound log mean_k w_k and its (delta-method) variance."""
+        self._check_input(x, self.data_shape, "data_shape")
+        batch = x.shape[0]
+        samples = (
+            self.config.padding_eval_samples if padding_noise is None else padding_noise.shape[0]
+        )
+        repeated = x.repeat(samples, *([1] * (x.dim() - 1)))
+        noise = None
+        if padding_noise is not None:
+            noise = padding_noise.reshape(samples * batch, *padding_noise.shape[2:])
+        log_weights = self.log_likelihood(repeated, ctx, noise).reshape(samples, batch)
+        log_prob = torch.logsumexp(log_weights, 0) - math.log(samples)
+        variance = torch.zeros_like(log_prob)
+        if samples > 1:
+            # Var[log mean w] ~ Var[w] / (K mean(w)^2), with w scaled by its maximum.
+            weights = (log_weights - log_weights.max(0).values).exp()
+            variance = weights.var(0) / (samples * weights.mean(0).pow(2))
+        if ctx.variance is not None:
+            variance = variance + ctx.variance.reshape(samples, batch).mean(0) / samples
+        return log_prob, variance
 
     def inverse_with_info(self, z: Tensor) -> tuple[Tensor, InverseReport]:
         """Latent -> data, with how each iterative layer converged.
 
+        Returns a tensor of :attr:`latent_shape` (for augmented flows, data and padding).
+
         Raises:
             InverseNotConverged: a layer did not reach its tolerance.
         """
-        self._check_input(z)
+        self._check_input(z, self.latent_shape, "latent_shape")
         infos = []
         with torch.no_grad():
             for layer in reversed(self.layers):
@@ -173,7 +269,7 @@ class Flow(torch.nn.Module):
         return self.inverse_with_info(z)[0]
 
     def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> Tensor:
-        """Draws n samples: z ~ N(0, temperature^2 I), x = f^{-1}(z)."""
+        """Draws n samples: z ~ N(0, temperature^2 I), x = f^{-1}(z) (padding dropped)."""
         if n < 0 or temperature < 0:
             raise ValueError(f"n={n} and temperature={temperature} must be non-negative")
         device, dtype = self._device_dtype()
@@ -182,8 +278,8 @@ class Flow(torch.nn.Module):
             generator.seed()
         else:
             generator.manual_seed(seed)
-        z = torch.randn(n, *self.data_shape, generator=generator, dtype=dtype) * temperature
-        return self.inverse(z.to(device))
+        z = torch.randn(n, *self.latent_shape, generator=generator, dtype=dtype) * temperature
+        return self.inverse(z.to(device))[:, : self.data_shape[0]]
 
     # -- Lipschitz bookkeeping -----------------------------------------------------------------
     def lipschitz_layers(self) -> list[LipschitzLayer]:
@@ -212,6 +308,7 @@ class Flow(torch.nn.Module):
         """
         exported = copy.deepcopy(self).eval()
         for index, layer in enumerate(exported.layers):
-            if isinstance(layer, ResidualBlock):
-                exported.layers[index] = layer.export()
+            exported.layers[index] = layer.export()
+        if exported.padding is not None:
+            exported.padding = exported.padding.export()
         return exported.eval()

@@ -36,15 +36,25 @@ class FieldTypes:
     """The escnn types of one flow: the data's type and a hidden layer's type.
 
     Attributes:
-        data: type of the data (and of every block's input and output).
+        data: type of the (padded) data, every block's input and output: the observed fields
+            followed by the padding fields.
         hidden: type of a hidden layer of a block's sub-network.
         pointwise: True if ``hidden`` is a permutation representation (pointwise nonlinearities
             are equivariant); False for irreps, which need a norm nonlinearity.
+        observed: type of the data before padding.
+        padding: type of the padding (trivially acted fields); None without padding.
     """
 
     data: enn.FieldType
     hidden: enn.FieldType
     pointwise: bool
+    observed: enn.FieldType
+    padding: enn.FieldType | None = None
+
+    def subtype(self, fields: list[int]) -> enn.FieldType:
+        """The type of the listed fields of ``data``, in that order."""
+        representations = self.data.representations
+        return enn.FieldType(self.data.gspace, [representations[i] for i in fields])
 
 
 def _o2_standard(config: FlowConfig) -> escnn_group.Representation:
@@ -104,7 +114,12 @@ def build_field_types(config: FlowConfig) -> FieldTypes:
         gspace = _image_gspace(config)
         data = enn.FieldType(gspace, config.data_shape[0] * [gspace.trivial_repr])
     hidden, pointwise = _hidden_type(gspace, config)
-    return FieldTypes(data=data, hidden=hidden, pointwise=pointwise)
+    if not config.is_augmented:
+        return FieldTypes(data=data, hidden=hidden, pointwise=pointwise, observed=data)
+    padding = enn.FieldType(gspace, config.padding_channels * [gspace.trivial_repr])
+    return FieldTypes(
+        data=data + padding, hidden=hidden, pointwise=pointwise, observed=data, padding=padding
+    )
 
 
 def point_group_matrices(config: FlowConfig, n_continuous: int = 12) -> list:

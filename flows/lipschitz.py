@@ -18,60 +18,40 @@ buffer. The inner escnn layer stays in train mode and only serves as the filter 
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from flows.groups import enn
+from flows.steerable import SteerableConv2d, SteerableLayer, SteerableLinear
 
 __all__ = ["LipschitzConv2d", "LipschitzLayer", "LipschitzLinear"]
 
 
-class LipschitzLayer(enn.EquivariantModule):
-    """Base class: an equivariant linear map with a Lipschitz bound on its expanded weights."""
+class LipschitzLayer(SteerableLayer):
+    """Mixin over a :class:`~flows.steerable.SteerableLayer`: the weight is rescaled to c / sigma.
 
-    def __init__(self, coeff: float) -> None:
-        super().__init__()
+    Concrete layers call :meth:`_init_bound` after building their steerable layer.
+    """
+
+    coeff: float
+    u: Tensor
+
+    def _init_bound(self, coeff: float, vector_shape: tuple[int, ...]) -> None:
         if not coeff > 0.0:
             raise ValueError(f"lipschitz coefficient {coeff} must be positive")
         self.coeff = coeff
-        self._cache: tuple[Tensor, Tensor | None] | None = None
+        u = torch.randn(*vector_shape)
+        self.register_buffer("u", u / u.norm())
 
-    # -- subclasses implement the map and its adjoint for a given dense weight -------------------
-    def raw_parameters(self) -> tuple[Tensor, Tensor | None]:
-        """The expanded (unscaled) weight and bias of the steerable layer."""
-        raise NotImplementedError
-
-    def apply_weight(self, weight: Tensor, vector: Tensor) -> Tensor:
-        """The linear part of the layer, W v, on a single input-shaped vector."""
-        raise NotImplementedError
-
-    def apply_adjoint(self, weight: Tensor, vector: Tensor) -> Tensor:
-        """The adjoint map, W^T v, on a single output-shaped vector."""
-        raise NotImplementedError
-
-    def apply_layer(self, weight: Tensor, bias: Tensor | None, x: Tensor) -> Tensor:
-        """The affine layer on a batch of plain tensors."""
-        raise NotImplementedError
-
-    # ---------------------------------------------------------------------------------------------
     def sigma(self, weight: Tensor) -> Tensor:
         """Power-iteration estimate of sigma(W) from the stored vector (differentiable in W)."""
         return self.apply_weight(weight, self.u).norm()
 
-    def effective_parameters(self) -> tuple[Tensor, Tensor | None]:
-        """The rescaled weight W * min(1, c / sigma) and the bias, as used by forward."""
-        if not self.training and self._cache is not None:
-            return self._cache
-        weight, bias = self.raw_parameters()
-        sigma = self.sigma(weight)
-        weight = weight / torch.clamp(sigma / self.coeff, min=1.0)
-        if not self.training:
-            self._cache = (weight.detach(), None if bias is None else bias.detach())
-        return weight, bias
+    def transform_weight(self, weight: Tensor) -> Tensor:
+        """W * min(1, c / sigma)."""
+        return weight / torch.clamp(self.sigma(weight) / self.coeff, min=1.0)
 
     @torch.no_grad()
     def power_iteration(self, n_iter: int = 1) -> float:
@@ -124,50 +104,8 @@ class LipschitzLayer(enn.EquivariantModule):
         weight, _ = self.effective_parameters()
         return float(self.sigma(weight))
 
-    def clear_cache(self) -> None:
-        self._cache = None
 
-    def train(self, mode: bool = True) -> LipschitzLayer:
-        # The inner escnn layer is kept in train mode on purpose (see the module docstring).
-        self.training = mode
-        self._cache = None
-        return self
-
-    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
-        self._cache = None
-        return super()._apply(fn, recurse)
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        self._cache = None
-        super()._load_from_state_dict(*args, **kwargs)
-
-    def forward(self, x: enn.GeometricTensor) -> enn.GeometricTensor:
-        if x.type != self.in_type:
-            raise TypeError(f"input of type {x.type} where {self.in_type} was expected")
-        weight, bias = self.effective_parameters()
-        return enn.GeometricTensor(self.apply_layer(weight, bias, x.tensor), self.out_type)
-
-
-def _own_basis(layer: enn.EquivariantModule) -> None:
-    """Gives ``layer`` private copies of its sampled bases.
-
-    escnn caches each sampled basis module process-wide and shares it between every layer with
-    the same types, so ``.double()`` or ``.to("cuda")`` on one model would silently convert the
-    basis buffers of every other model in the process (the service caches several).
-    """
-    expansion = layer.basisexpansion
-    for name, child in list(expansion.named_children()):
-        if name.startswith("block_expansion_"):
-            setattr(expansion, name, copy.deepcopy(child))
-
-
-def _init_weights(layer: enn.EquivariantModule) -> None:
-    # He initialisation is slow for wide layers; the cached variant computes the variances once
-    # per basis and reuses them for every layer of the same types.
-    enn.init.generalized_he_init(layer.weights.data, layer.basisexpansion, cache=True)
-
-
-class LipschitzConv2d(LipschitzLayer):
+class LipschitzConv2d(LipschitzLayer, SteerableConv2d):
     """A steerable convolution (escnn ``R2Conv``, zero 'same' padding) with sigma(W) <= c.
 
     Arguments:
@@ -188,85 +126,18 @@ class LipschitzConv2d(LipschitzLayer):
         coeff: float,
         bias: bool = True,
     ) -> None:
-        super().__init__(coeff)
-        self.in_type, self.out_type = in_type, out_type
-        self.padding = kernel_size // 2
-        self.conv = enn.R2Conv(
-            in_type, out_type, kernel_size, padding=self.padding, bias=bias, initialize=False
-        )
-        _own_basis(self.conv)
-        _init_weights(self.conv)
-        u = torch.randn(1, in_type.size, *grid_shape)
-        self.register_buffer("u", u / u.norm())
-
-    def raw_parameters(self) -> tuple[Tensor, Tensor | None]:
-        return self.conv.expand_parameters()
-
-    def apply_weight(self, weight: Tensor, vector: Tensor) -> Tensor:
-        return F.conv2d(vector, weight, padding=self.padding)
-
-    def apply_adjoint(self, weight: Tensor, vector: Tensor) -> Tensor:
-        return F.conv_transpose2d(vector, weight, padding=self.padding)
-
-    def apply_layer(self, weight: Tensor, bias: Tensor | None, x: Tensor) -> Tensor:
-        return F.conv2d(x, weight, bias, padding=self.padding)
-
-    def evaluate_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (input_shape[0], self.out_type.size, *input_shape[2:])
-
-    def export(self) -> torch.nn.Conv2d:
-        """A plain ``torch.nn.Conv2d`` computing exactly this layer's current forward."""
-        weight, bias = self.effective_parameters()
-        conv = torch.nn.Conv2d(
-            self.in_type.size,
-            self.out_type.size,
-            weight.shape[-1],
-            padding=self.padding,
-            bias=bias is not None,
-        )
-        conv.weight.data = weight.detach().clone()
-        if bias is not None:
-            conv.bias.data = bias.detach().clone()
-        return conv.to(weight.device)
+        SteerableConv2d.__init__(self, in_type, out_type, kernel_size, bias=bias)
+        self._init_bound(coeff, (1, in_type.size, *grid_shape))
 
 
-class LipschitzLinear(LipschitzLayer):
+class LipschitzLinear(LipschitzLayer, SteerableLinear):
     """An equivariant linear map between fields on a point (escnn ``Linear``) with sigma <= c."""
 
     def __init__(
         self, in_type: enn.FieldType, out_type: enn.FieldType, coeff: float, bias: bool = True
     ) -> None:
-        super().__init__(coeff)
-        self.in_type, self.out_type = in_type, out_type
-        self.linear = enn.Linear(in_type, out_type, bias=bias, initialize=False)
-        _own_basis(self.linear)
-        _init_weights(self.linear)
-        u = torch.randn(in_type.size)
-        self.register_buffer("u", u / u.norm())
-
-    def raw_parameters(self) -> tuple[Tensor, Tensor | None]:
-        return self.linear.expand_parameters()
-
-    def apply_weight(self, weight: Tensor, vector: Tensor) -> Tensor:
-        return weight @ vector
-
-    def apply_adjoint(self, weight: Tensor, vector: Tensor) -> Tensor:
-        return weight.t() @ vector
-
-    def apply_layer(self, weight: Tensor, bias: Tensor | None, x: Tensor) -> Tensor:
-        return F.linear(x, weight, bias)
-
-    def evaluate_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return (input_shape[0], self.out_type.size)
-
-    def export(self) -> torch.nn.Linear:
-        """A plain ``torch.nn.Linear`` computing exactly this layer's current forward."""
-        weight, bias = self.effective_parameters()
-        linear = torch.nn.Linear(self.in_type.size, self.out_type.size, bias=bias is not None)
-        linear.weight.data = weight.detach().clone()
-        if bias is not None:
-            linear.bias.data = bias.detach().clone()
-        return linear.to(weight.device)
+        SteerableLinear.__init__(self, in_type, out_type, bias=bias)
+        self._init_bound(coeff, (in_type.size,))
 
 
 def dense_operator_norm(layer: LipschitzLayer) -> float:

@@ -21,13 +21,15 @@ __all__ = ["ScoreResult", "sample_array", "score", "to_model_input"]
 
 @dataclass(frozen=True)
 class ScoreResult:
-    """Per-item natural-log likelihood, its standard error (estimates only), bits/dim (images)
-    and the log-det method used."""
+    """Per-item natural-log likelihood, its standard error (estimates only), bits/dim (images),
+    the log-det method used, and whether ``log_prob`` is a lower bound (augmented flows, whose
+    bits/dim are then upper bounds)."""
 
     log_prob: np.ndarray
     stderr: np.ndarray | None
     bits_per_dim: np.ndarray | None
     method: str
+    lower_bound: bool = False
 
 
 def to_model_input(flow: Flow, array: np.ndarray, generator: torch.Generator) -> torch.Tensor:
@@ -73,16 +75,18 @@ def score(
     """Log-likelihood of each item of ``array`` (and bits/dim for images).
 
     Exact methods report no standard error; estimates use ``config.estimator.eval_probes``
-    Hutchinson probes per item and report the standard error of their mean.
+    Hutchinson probes per item and report the standard error of their mean. Augmented flows
+    report their importance-weighted lower bound, with the standard error of its Monte-Carlo
+    average.
     """
     generator = torch.Generator(device="cpu").manual_seed(seed)
     x = to_model_input(flow, array, generator)
     resolved = flow.resolve_method(method)
-    if resolved == "exact":
+    if resolved == "exact" and not flow.is_lower_bound:
         log_prob, stderr = flow.log_prob(x, method="exact"), None
     else:
         log_prob, stderr = flow.log_prob(
-            x, method="estimate", return_stderr=True, generator=generator
+            x, method=resolved, return_stderr=True, generator=generator
         )
     bpd = None if flow.config.is_points else bits_per_dim(log_prob, flow.dim).cpu().numpy()
     return ScoreResult(
@@ -90,6 +94,7 @@ def score(
         stderr=None if stderr is None else stderr.cpu().numpy(),
         bits_per_dim=bpd,
         method=resolved,
+        lower_bound=flow.is_lower_bound,
     )
 
 

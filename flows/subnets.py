@@ -1,15 +1,19 @@
-"""Lipschitz-constrained equivariant sub-networks g for G-residual blocks."""
+"""Equivariant sub-networks: Lipschitz-constrained residual branches g, and the conditioners
+(s, t networks) of coupling and autoregressive layers and of the padding distribution."""
 
 from __future__ import annotations
 
 import itertools
 
+from torch import Tensor
+
 from flows.config import FlowConfig
 from flows.groups import FieldTypes, enn
 from flows.lipschitz import LipschitzConv2d, LipschitzLinear
 from flows.nonlinearities import LipSwish, NormSoftThreshold
+from flows.steerable import SteerableConv2d, SteerableLinear
 
-__all__ = ["build_subnet"]
+__all__ = ["build_conditioner", "build_subnet"]
 
 
 def _nonlinearity(field_type: enn.FieldType, config: FlowConfig, pointwise: bool):
@@ -40,4 +44,42 @@ def build_subnet(types: FieldTypes, config: FlowConfig) -> enn.SequentialModule:
             modules.append(LipschitzConv2d(in_type, out_type, kernel, grid, c))
         if position < len(widths) - 2:
             modules.append(_nonlinearity(out_type, config, types.pointwise))
+    return enn.SequentialModule(*modules)
+
+
+def build_conditioner(
+    types: FieldTypes,
+    in_type: enn.FieldType,
+    out_type: enn.FieldType,
+    config: FlowConfig,
+    field_masks: list[Tensor] | None = None,
+) -> enn.SequentialModule:
+    """An unconstrained equivariant network in_type -> hidden -> ... -> out_type.
+
+    Used for the s and t of coupling and autoregressive layers, so it needs no Lipschitz bound.
+    Images use the configured kernel size in every layer (the receptive field is what lets a
+    coupling layer model correlations); the last layer starts at zero, so every such layer
+    starts as the identity.
+
+    Arguments:
+        field_masks: one (out fields, in fields) mask per linear layer (autoregressive order).
+    """
+    widths = [in_type] + [types.hidden] * config.hidden_layers + [out_type]
+    n_linear = len(widths) - 1
+    if field_masks is not None and len(field_masks) != n_linear:
+        raise ValueError(f"{len(field_masks)} field masks for {n_linear} layers")
+    modules: list[enn.EquivariantModule] = []
+    for position, (layer_in, layer_out) in enumerate(itertools.pairwise(widths)):
+        mask = None if field_masks is None else field_masks[position]
+        last = position == n_linear - 1
+        if config.is_points:
+            modules.append(SteerableLinear(layer_in, layer_out, field_mask=mask, zero_init=last))
+        else:
+            modules.append(
+                SteerableConv2d(
+                    layer_in, layer_out, config.kernel_size, field_mask=mask, zero_init=last
+                )
+            )
+        if not last:
+            modules.append(_nonlinearity(layer_out, config, types.pointwise))
     return enn.SequentialModule(*modules)

@@ -29,6 +29,8 @@ __all__ = ["TrainCallbacks", "TrainResult", "resolve_device", "train"]
 
 logger = logging.getLogger(__name__)
 VALIDATION_ITEMS = 256
+# Augmented flows report bounds: their nll/bpd metrics are upper bounds, and named so.
+BOUND_SUFFIX = "_bound"
 
 
 class TrainCallbacks:
@@ -100,6 +102,8 @@ class _Run:
         )
 
     def _logdet_method(self) -> str:
+        if not self.flow.has_residual_blocks:
+            return "exact"
         if self.config.logdet == "auto":
             return "exact" if self.flow.config.is_points else "estimate"
         return self.flow.resolve_method(self.config.logdet)
@@ -129,8 +133,7 @@ class _Run:
             geometric_p=estimator.geometric_p,
             generator=self.generator,
         )
-        z, logdet = flow.transform_with_context(x, ctx)
-        loss = -(flow.base_log_prob(z) + logdet).mean() / flow.dim
+        loss = -flow.log_likelihood(x, ctx).mean() / flow.dim
         if not torch.isfinite(loss):
             raise TrainingDiverged(step + 1, float(loss.detach()))
         for group in self.optimizer.param_groups:
@@ -151,9 +154,10 @@ class _Run:
         items = self.validation_data[:VALIDATION_ITEMS]
         x = self.to_model_input(items, generator)
         log_prob = self.flow.log_prob(x, method=self.method, generator=generator)
+        suffix = BOUND_SUFFIX if self.flow.is_lower_bound else ""
         if self.is_images:
-            return {"val_bpd": float(bits_per_dim(log_prob, self.flow.dim).mean())}
-        return {"val_nll": float(-log_prob.mean())}
+            return {f"val_bpd{suffix}": float(bits_per_dim(log_prob, self.flow.dim).mean())}
+        return {f"val_nll{suffix}": float(-log_prob.mean())}
 
     def checkpoint(self, step: int, metrics: dict[str, float]) -> bytes:
         state = TrainingState(self.optimizer.state_dict(), self.generator.get_state())
@@ -217,10 +221,11 @@ def train(
                 "grad_norm": grad_norm,
                 "examples_per_second": window_steps * config.batch_size / max(elapsed, 1e-9),
             }
+            suffix = BOUND_SUFFIX if flow.is_lower_bound else ""
             if run.is_images:
-                metrics["bpd"] = mean_loss / math.log(2.0) + math.log2(256)
+                metrics[f"bpd{suffix}"] = mean_loss / math.log(2.0) + math.log2(256)
             else:
-                metrics["nll"] = mean_loss * flow.dim
+                metrics[f"nll{suffix}"] = mean_loss * flow.dim
             metrics.update(run.validation_metrics(step))
             callbacks.on_metrics(step, metrics)
             logger.info("step %d: %s", step, metrics)

@@ -232,6 +232,12 @@ class ScoreOut(BaseModel):
     log_prob: list[float] = Field(description="Per-item log-likelihood (nats).")
     stderr: list[float] | None = Field(None, description="Standard error when estimated.")
     bits_per_dim: list[float] | None = Field(None, description="Per-item bits/dim (images).")
+    lower_bound: bool = Field(
+        False,
+        description="True for augmented flows (padding_channels > 0): log_prob is an "
+        "importance-weighted lower bound on the log-likelihood (and bits_per_dim an upper "
+        "bound), not its exact value.",
+    )
 
 
 class SampleIn(BaseModel):

@@ -1,8 +1,22 @@
 """Flow layers: each maps data-shaped tensors invertibly and reports log|det J| per item."""
 
 from flows.layers.actnorm import EquivariantActNorm
+from flows.layers.autoregressive import GroupAutoregressive
 from flows.layers.base import FlowLayer, InverseInfo
+from flows.layers.coupling import CheckerboardCoupling, FieldCoupling
+from flows.layers.linear import ConvExponential, FieldMixing
 from flows.layers.logit import LogitTransform
 from flows.layers.residual import ResidualBlock
 
-__all__ = ["EquivariantActNorm", "FlowLayer", "InverseInfo", "LogitTransform", "ResidualBlock"]
+__all__ = [
+    "CheckerboardCoupling",
+    "ConvExponential",
+    "EquivariantActNorm",
+    "FieldCoupling",
+    "FieldMixing",
+    "FlowLayer",
+    "GroupAutoregressive",
+    "InverseInfo",
+    "LogitTransform",
+    "ResidualBlock",
+]

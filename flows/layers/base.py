@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flows.groups import enn
 from flows.logdet import LogDetContext
 
-__all__ = ["FlowLayer", "InverseInfo"]
+__all__ = ["FlowLayer", "InverseInfo", "bounded_log_scale", "run_net"]
 
 
 @dataclass(frozen=True)
@@ -34,3 +35,22 @@ class FlowLayer(torch.nn.Module):
     def inverse_with_info(self, y: Tensor) -> tuple[Tensor, InverseInfo | None]:
         """The inverse and, for iterative inverses, how it converged (None if analytic)."""
         raise NotImplementedError
+
+    def export(self) -> FlowLayer:
+        """The same layer with escnn sub-networks turned into plain torch modules (for serving).
+
+        Layers without escnn sub-networks return themselves.
+        """
+        return self
+
+
+def run_net(net: torch.nn.Module, in_type: enn.FieldType | None, x: Tensor) -> Tensor:
+    """Applies an escnn network (``in_type`` given) or its export (``in_type`` None) to x."""
+    if in_type is None:
+        return net(x)
+    return net(enn.GeometricTensor(x, in_type)).tensor
+
+
+def bounded_log_scale(raw: Tensor, bound: float) -> Tensor:
+    """bound * tanh(raw / bound): a log-scale in (-bound, bound), the identity near 0."""
+    return bound * torch.tanh(raw / bound)

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from flows.errors import InverseNotConverged
 from flows.groups import enn
-from flows.layers.base import FlowLayer, InverseInfo
+from flows.layers.base import FlowLayer, InverseInfo, run_net
 from flows.lipschitz import LipschitzLayer
 from flows.logdet import LogDetContext, estimate_residual_logdet, exact_residual_logdet
 
@@ -43,9 +43,7 @@ class ResidualBlock(FlowLayer):
 
     def g(self, x: Tensor) -> Tensor:
         """The residual branch on plain tensors."""
-        if self.data_type is None:
-            return self.net(x)
-        return self.net(enn.GeometricTensor(x, self.data_type)).tensor
+        return run_net(self.net, self.data_type, x)
 
     def forward(self, x: Tensor, ctx: LogDetContext) -> tuple[Tensor, Tensor]:
         if ctx.method == "exact":

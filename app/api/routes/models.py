@@ -169,6 +169,7 @@ def _score(
         log_prob=_tolist(result.log_prob),
         stderr=_tolist(result.stderr),
         bits_per_dim=_tolist(result.bits_per_dim),
+        lower_bound=result.lower_bound,
     )
 
 
