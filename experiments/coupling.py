@@ -153,7 +153,13 @@ def run_coupling(scale: CouplingScale, out_dir: Path) -> tuple[Section, dict]:
     figure, ax = plt.subplots(figsize=(6, 4))
     for label, entry in results.items():
         steps, values = np.asarray(entry["curve"]).T
-        ax.plot(steps, values, marker="o", markersize=2, label=f"{label} ({entry['parameters']})")
+        ax.plot(
+            steps,
+            values,
+            marker="o",
+            markersize=2,
+            label=f"{label} ({entry['parameters']} params)",
+        )
     ax.set_xlabel("training step")
     ax.set_ylabel(f"average {SYMMETRY} test bpd ({len(curve_set)} patches)")
     ax.legend(fontsize=7)
