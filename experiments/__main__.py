@@ -90,12 +90,22 @@ def main(argv: list[str] | None = None) -> int:
         help="output folder (default: reports/experiments/<quick|full>)",
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: these models are too small to gain from more, and on a "
+        "busy machine extra threads mostly wait on each other)",
+    )
+    parser.add_argument(
         "--parts",
         type=_parts,
         default=list(PARTS),
         help="comma-separated parts to run, e.g. 1,2 (default: 1,2,3)",
     )
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads {args.threads}: give at least 1")
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     scale = QUICK if args.quick else FULL
     out_dir = args.out or Path("reports") / "experiments" / scale.name

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from experiments.__main__ import main
 from experiments.coupling import coupling_available
@@ -40,7 +41,11 @@ def _numbers(value: object) -> list[float]:
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("experiments-quick")
-    assert main(["--quick", "--out", str(out)]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--quick", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the CLI sets 1; later tests keep the suite's setting
     return out
 
 
