@@ -10,7 +10,6 @@ bpd over D4 use the exact log-det (64 dimensions) under uniform dequantization w
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,6 @@ from flows.data import dequantize, rotated_digits
 from flows.metrics import average_group_bpd, bits_per_dim, equivariance_error
 
 __all__ = ["DigitsScale", "run_digits"]
-
-logger = logging.getLogger(__name__)
 
 DATA_SEED = 0
 SPLIT_SEED = 1

@@ -9,8 +9,8 @@ O(2) for the rings) and over the model's own group.
 
 from __future__ import annotations
 
-import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +26,6 @@ from flows.data import eight_gaussians, eight_gaussians_log_prob, rings
 from flows.metrics import equivariance_error
 
 __all__ = ["SyntheticScale", "run_synthetic"]
-
-logger = logging.getLogger(__name__)
 
 GROUPS = ("trivial", "C4", "C8", "D4", "D8")
 TEST_SEED = 1
@@ -50,8 +48,10 @@ class SyntheticScale:
 
 @dataclass(frozen=True)
 class _Density:
+    """A toy density: its sampler, the group it is invariant to, and the plotted half-width."""
+
     name: str
-    sample: object
+    sample: Callable[..., np.ndarray]
     symmetry: str
     extent: float
 
