@@ -156,7 +156,10 @@ def run_digits(scale: DigitsScale, out_dir: Path) -> tuple[Section, dict]:
         f"step (every {scale.metric_interval}) at which a model's validation bpd is at or "
         "below it. E-Resflow widths: the widest within "
         + ", ".join(f"{f:.3g}" for f in scale.fractions)
-        + " of the baseline's parameters."
+        + " of the baseline's parameters. The validation bpd is what `flows.train` logs: a "
+        "single-probe estimate (two exact series terms, then Russian roulette), noisy and able "
+        "to read below the exact value; compare models by steps on it, by level on the test "
+        "columns."
     )
     section.table(
         [
