@@ -1,13 +1,13 @@
 """The two sizes of the experiments: ``full`` (about an hour on 2 idle CPU cores) and ``quick``.
 
-``full`` is sized from short runs on this project's 2-core machine while it was nearly idle
-(load ~1), with validation included: 2-D points, depth 4, ~4,500 parameters, batch 256: 24
-(trivial) to 50 (C4) steps/s; 8x8 digits, depth 4, batch 64, estimated log-det: trivial width
-32 11.6, C4 width 8 9.0, D4 width 4 8.1, D4 width 8 4.6 steps/s. That extrapolates to ~12 min
-for part 1 (10 runs of 2,000 steps), ~25 min for part 2 (5 runs of 2,000 steps plus the exact
-evaluation) and a few minutes for the coupling flows of part 3, whose log-dets need no
-estimator. ``quick`` is the CI smoke test: the same code paths in a few minutes. The report
-prints the measured steps/s of every run and the time of every part.
+``full`` is sized from short runs (2 torch threads) on this project's 2-core machine while
+it was nearly idle (load ~1), validation included. 2-D points, depth 4, ~4,500 parameters,
+batch 256: 24 (trivial) to 50 (C4) steps/s. 8x8 digits, depth 4, batch 64, estimated log-det:
+trivial width 32 11.6, C4 width 8 9.0, D4 width 4 8.1, D4 width 8 4.6 steps/s. That
+extrapolates to ~12 min for part 1 (10 runs of 2,000 steps), ~25 min for part 2 (5 runs of
+2,000 steps plus the exact evaluation) and a few minutes for the coupling flows of part 3,
+whose log-dets need no estimator. ``quick`` is the CI smoke test: the same code paths in a
+few minutes. The report prints the measured steps/s of every run and the time of every part.
 """
 
 from __future__ import annotations
