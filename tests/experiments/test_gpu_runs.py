@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.api.routes.jobs import _limit_errors
 from app.api.schemas import JobIn
+from app.limits import job_limit_errors
 from app.settings import Settings
 from experiments.coupling import coupling_available
 from experiments.gpu.prepare import (
@@ -25,6 +25,8 @@ from experiments.gpu.submit import job_body
 from flows.config import check_data_compatible
 from flows.data import read_dataset_file
 
+# The limits experiments/gpu/README.md tells a GPU deployment to set for these runs.
+GPU_SERVICE_SETTINGS = Settings(max_training_work=1e15, max_upload_bytes=200_000_000)
 PAYLOADS = sorted((Path(__file__).parents[2] / "experiments" / "gpu" / "payloads").glob("*.json"))
 SHAPES = {"rotation_mnist": [1, 28, 28], "cifar10": [3, 32, 32]}
 
@@ -53,7 +55,7 @@ def test_payload_is_a_valid_job_for_its_data_set(path: Path) -> None:
         pytest.skip(f"coupling payload kept for later: {coupling_available()}")
     body = JobIn.model_validate(job_body(payload, "ds_0123"))
     check_data_compatible(body.flow, "images", _shape_for(path))
-    assert _limit_errors(body, Settings()) == []
+    assert job_limit_errors(body.flow, body.training, GPU_SERVICE_SETTINGS) == []
     assert body.training.device == "cuda"
     assert body.training.augment == (body.flow.group == "trivial")
 
