@@ -9,7 +9,7 @@ trivial baseline; in float64, and for augmented flows with the padding noise mov
 g); the inverse error max |f^-1(f(x)) - x| on the bijection's input; and log_prob and
 sampling throughput (items/s, float32, measured in one run so that the families compare
 fairly). For 2-D point families it
-prints the integral of the density over a 600x600 grid.
+prints the integral of the density over a 700x700 grid.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 
 import torch
+from residual import density_integral, perturbed  # bench/residual.py, beside this file
 
-from flows import Flow, FlowConfig, build_flow
-from flows.layers import EquivariantActNorm
+from flows import Flow, FlowConfig
 from flows.symmetry import grid_symmetries
 
 IMAGE_FAMILIES: dict[str, dict] = {
@@ -42,19 +42,6 @@ POINT_FAMILIES: dict[str, dict] = {
     "linear": {"family": "linear", "group": "D4"},
     "mixed": {"family": "mixed", "blocks": ["linear", "residual"], "group": "C4"},
 }
-
-
-def perturbed(config: FlowConfig, scale: float = 0.3) -> Flow:
-    flow = build_flow(config, seed=0)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in flow.parameters():
-            parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
-        for layer in flow.layers:
-            if isinstance(layer, EquivariantActNorm):
-                layer.initialized.fill_(True)
-    flow.refresh_lipschitz()
-    return flow.eval()
 
 
 def rate(run: Callable[[], object], items: int, repeats: int) -> float:
@@ -90,15 +77,6 @@ def invariance_error(flow: Flow, x: torch.Tensor, group: str) -> tuple[float, fl
             for g in grid_symmetries(group)
         ]
     return float(torch.stack(errors).max()), float(reference.abs().max())
-
-
-def density_integral(flow: Flow, n: int = 600) -> float:
-    half_width = max(8.0, 1.5 * float(flow.sample(4000, seed=0).abs().max()))
-    axis = torch.linspace(-half_width, half_width, n, dtype=torch.float64)
-    grid = torch.cartesian_prod(axis, axis)
-    with torch.no_grad():
-        density = torch.cat([flow.log_prob(c).exp() for c in grid.split(60_000)])
-    return float(density.sum() * (axis[1] - axis[0]) ** 2)
 
 
 def main() -> None:
@@ -144,7 +122,7 @@ def main() -> None:
                 f"{density_rate:>11.0f} {sample_rate:>10.0f}"
             )
 
-    print("\n2-D point families, depth 3, width 4: integral of p over a 600x600 grid")
+    print("\n2-D point families, depth 3, width 4: integral of p over a 700x700 grid")
     for name, fields in POINT_FAMILIES.items():
         flow = perturbed(FlowConfig(data_shape=[2], depth=3, width=4, **fields)).double()
         print(f"{name:>13} {fields['group']:>7}  integral = {density_integral(flow):.5f}")

@@ -39,6 +39,19 @@ def make_flow(scale: float = 0.3, **config: object) -> Flow:
     return _cached_flow(FlowConfig(**config).model_dump_json(), scale)
 
 
+def density_integral(flow: Flow, n: int) -> float:
+    """The integral of a 2-D point flow's density over an n x n grid (a Riemann sum).
+
+    The box must hold the whole mass: it is sized from the model's own samples.
+    """
+    half_width = max(8.0, 1.5 * float(flow.sample(4000, seed=0).abs().max()))
+    axis = torch.linspace(-half_width, half_width, n, dtype=torch.float64)
+    grid = torch.cartesian_prod(axis, axis)
+    with torch.no_grad():
+        density = torch.cat([flow.log_prob(chunk).exp() for chunk in grid.split(50_000)])
+    return float(density.sum() * (axis[1] - axis[0]) ** 2)
+
+
 @pytest.fixture(scope="session")
 def flow_factory():
     return make_flow
