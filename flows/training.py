@@ -29,6 +29,7 @@ __all__ = ["TrainCallbacks", "TrainResult", "resolve_device", "train"]
 
 logger = logging.getLogger(__name__)
 VALIDATION_ITEMS = 256
+VALIDATION_PROBES = 2
 # Augmented flows report bounds: their nll/bpd metrics are upper bounds, and named so.
 BOUND_SUFFIX = "_bound"
 
@@ -149,7 +150,13 @@ class _Run:
         generator = torch.Generator(device="cpu").manual_seed(self.config.seed * 7919 + step)
         items = self.validation_data[:VALIDATION_ITEMS]
         x = self.to_model_input(items, generator)
-        log_prob = self.flow.log_prob(x, method=self.method, generator=generator)
+        # Not the training estimator: its single probe and two exact terms have a heavy tail
+        # whose typical draw lies well below the mean (4.77 vs an exact 5.00 bpd measured on
+        # digits). Exact where the config allows it, else two probes with the evaluation terms.
+        method = self.flow.resolve_method("auto")
+        log_prob = self.flow.log_prob(
+            x, method=method, generator=generator, n_probes=VALIDATION_PROBES
+        )
         suffix = BOUND_SUFFIX if self.flow.is_lower_bound else ""
         if self.is_images:
             return {f"val_bpd{suffix}": float(bits_per_dim(log_prob, self.flow.dim).mean())}

@@ -60,6 +60,34 @@ def test_images_train_with_the_estimator_and_report_bpd() -> None:
     assert 0.0 < result.metrics["bpd"] < 16.0 and "val_bpd" in result.metrics
 
 
+def test_validation_bpd_is_the_exact_bpd_where_the_config_allows_it() -> None:
+    from flows.data import dequantize
+    from flows.metrics import bits_per_dim
+    from flows.training import VALIDATION_ITEMS, _split
+
+    flow, data = build_flow(DIGITS), digits(64)
+    config = TrainConfig(steps=4, batch_size=8, metric_interval=2, logdet="estimate")
+
+    class ExactValidation(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.exact: dict[int, float] = {}
+
+        def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
+            super().on_metrics(step, metrics)
+            _, validation = _split(len(data), config.validation_fraction, config.seed)
+            items = torch.from_numpy(data)[torch.from_numpy(validation)][:VALIDATION_ITEMS]
+            generator = torch.Generator().manual_seed(config.seed * 7919 + step)
+            with torch.no_grad():
+                log_prob = flow.log_prob(dequantize(items, generator), method="exact")
+            self.exact[step] = float(bits_per_dim(log_prob, flow.dim).mean())
+
+    recorder = ExactValidation()
+    train(flow, data, config, recorder)
+    for step, exact in recorder.exact.items():
+        assert recorder.metrics[step]["val_bpd"] == pytest.approx(exact, abs=1e-5)
+
+
 def test_divergence_stops_with_a_clear_error() -> None:
     data = eight_gaussians(100, seed=0)
     data[7] = np.nan
