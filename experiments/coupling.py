@@ -5,9 +5,6 @@ the R, G, B fields, ``coupling_split="fields"``) and C8 used softly (G-convoluti
 ordinary checkerboard coupling flow, ``coupling_split="checkerboard"``; not exactly invariant).
 Every model gets the same parameter budget. The curve is the average group test bpd over D4 on a
 fixed set of test patches, evaluated every few steps during training.
-
-The coupling family comes from ``flows``; if the installed ``flows`` has none yet, the part is
-skipped with a message saying so (see :func:`coupling_available`).
 """
 
 from __future__ import annotations
@@ -20,16 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib import pyplot as plt
-from pydantic import ValidationError
 
 from experiments.budget import width_for_budget
 from experiments.report import Section, save_figure
-from experiments.runs import RunResult, run_training
-from flows import Flow, FlowConfig, TrainConfig
+from experiments.runs import RunResult, image_train_config, run_training
+from flows import Flow, FlowConfig
 from flows.data import dequantize, image_patches
 from flows.metrics import average_group_bpd, bits_per_dim, equivariance_error
 
-__all__ = ["COUPLING_MODELS", "CouplingScale", "coupling_available", "run_coupling"]
+__all__ = ["COUPLING_MODELS", "CouplingScale", "run_coupling"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,28 +70,9 @@ def _coupling_config(group: str, split: str, depth: int, width: int = 8) -> Flow
     )
 
 
-def coupling_available() -> str | None:
-    """None if ``flows`` builds G-coupling flows; otherwise why part 3 cannot run."""
-    try:
-        _coupling_config("C4", "fields", depth=1)
-        _coupling_config("C4", "checkerboard", depth=1)
-    except ValidationError as error:
-        return (
-            "the installed flows library has no coupling family yet "
-            f"(FlowConfig(family='coupling', coupling_split=...) is rejected: "
-            f"{error.errors()[0]['msg']})"
-        )
-    return None
-
-
 def run_coupling(scale: CouplingScale, out_dir: Path) -> tuple[Section, dict]:
     """Trains every coupling model; returns the section and its numbers."""
     section = Section("3. Coupling ablation on D4-augmented RGB patches (paper Fig. 4)")
-    missing = coupling_available()
-    if missing is not None:
-        logger.warning("part 3 skipped: %s", missing)
-        section.text(f"**Skipped:** {missing}.")
-        return section, {"skipped": missing}
     started = time.perf_counter()
     patches = image_patches(
         scale.train_items + scale.test_items,
@@ -111,18 +88,6 @@ def run_coupling(scale: CouplingScale, out_dir: Path) -> tuple[Section, dict]:
     def curve_probe(flow: Flow) -> dict[str, float]:
         return {"test_average_group_bpd": average_group_bpd(flow, curve_set, SYMMETRY)}
 
-    def train_config(augment: bool) -> TrainConfig:
-        return TrainConfig(
-            steps=scale.steps,
-            batch_size=scale.batch_size,
-            learning_rate=scale.learning_rate,
-            seed=0,
-            augment=augment,
-            augment_group=SYMMETRY if augment else None,
-            metric_interval=scale.metric_interval,
-            checkpoint_interval=scale.steps,
-        )
-
     records: dict[str, RunResult] = {}
     for label, group, split in COUPLING_MODELS:
         width, _ = width_for_budget(_coupling_config(group, split, scale.depth), scale.budget)
@@ -131,7 +96,7 @@ def run_coupling(scale: CouplingScale, out_dir: Path) -> tuple[Section, dict]:
             f"patches-coupling-{group}-{split}",
             config,
             # The non-equivariant baseline also gets random D4 elements per batch, as in the paper.
-            train_config(augment=group == "trivial"),
+            image_train_config(scale, augment=group == "trivial", augment_group=SYMMETRY),
             train_patches,
             out_dir / "checkpoints",
             probe=curve_probe,

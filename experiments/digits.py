@@ -20,8 +20,8 @@ from matplotlib import pyplot as plt
 
 from experiments.budget import widest_within
 from experiments.report import Section, save_figure
-from experiments.runs import RunResult, run_training
-from flows import FlowConfig, TrainConfig
+from experiments.runs import RunResult, image_train_config, run_training
+from flows import FlowConfig
 from flows.data import dequantize, rotated_digits
 from flows.metrics import average_group_bpd, bits_per_dim, equivariance_error
 
@@ -77,18 +77,6 @@ def run_digits(scale: DigitsScale, out_dir: Path) -> tuple[Section, dict]:
     test = dequantize(torch.from_numpy(test_images[: scale.eval_items]), generator)
     shape = list(train_images.shape[1:])
 
-    def train_config(augment: bool) -> TrainConfig:
-        return TrainConfig(
-            steps=scale.steps,
-            batch_size=scale.batch_size,
-            learning_rate=scale.learning_rate,
-            seed=0,
-            augment=augment,
-            augment_group=SYMMETRY if augment else None,
-            metric_interval=scale.metric_interval,
-            checkpoint_interval=scale.steps,
-        )
-
     baseline_config = FlowConfig(
         group="trivial", data_shape=shape, depth=scale.depth, width=scale.baseline_width
     )
@@ -96,7 +84,7 @@ def run_digits(scale: DigitsScale, out_dir: Path) -> tuple[Section, dict]:
         BASELINE: run_training(
             "digits-resflow-augmented",
             baseline_config,
-            train_config(True),
+            image_train_config(scale, True, SYMMETRY),
             train_images,
             out_dir / "checkpoints",
         )
@@ -115,7 +103,7 @@ def run_digits(scale: DigitsScale, out_dir: Path) -> tuple[Section, dict]:
             records[label] = run_training(
                 f"digits-{group}-w{width}",
                 config,
-                train_config(False),
+                image_train_config(scale, False, SYMMETRY),
                 train_images,
                 out_dir / "checkpoints",
             )

@@ -12,12 +12,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from experiments.budget import count_parameters
 from flows import Flow, FlowConfig, TrainCallbacks, TrainConfig, build_flow, train
 from flows.checkpoint import load_flow
+
+
+class ImageRunScale(Protocol):
+    """What :func:`image_train_config` reads of a part's scale."""
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+    metric_interval: int
+
 
 __all__ = ["CurvePoint", "RunResult", "run_training"]
 
@@ -114,3 +125,18 @@ def run_training(
         result.metrics,
     )
     return RunResult(name, served, count_parameters(served), result.step, seconds, recorder.curve)
+
+
+def image_train_config(scale: ImageRunScale, augment: bool, augment_group: str) -> TrainConfig:
+    """The training run of an image experiment: seeded, one final checkpoint, optionally
+    augmented by random elements of ``augment_group`` (the baselines)."""
+    return TrainConfig(
+        steps=scale.steps,
+        batch_size=scale.batch_size,
+        learning_rate=scale.learning_rate,
+        seed=0,
+        augment=augment,
+        augment_group=augment_group if augment else None,
+        metric_interval=scale.metric_interval,
+        checkpoint_interval=scale.steps,
+    )

@@ -14,7 +14,6 @@ import pytest
 from app.api.schemas import JobIn
 from app.limits import job_limit_errors
 from app.settings import Settings
-from experiments.coupling import coupling_available
 from experiments.gpu.prepare import (
     CIFAR_TRAIN_MEMBERS,
     augment_by_group,
@@ -51,8 +50,6 @@ def test_every_experiment_has_payloads() -> None:
 @pytest.mark.parametrize("path", PAYLOADS, ids=lambda path: path.stem)
 def test_payload_is_a_valid_job_for_its_data_set(path: Path) -> None:
     payload = json.loads(path.read_text(encoding="utf-8"))
-    if payload["flow"]["family"] == "coupling" and coupling_available() is not None:
-        pytest.skip(f"coupling payload kept for later: {coupling_available()}")
     body = JobIn.model_validate(job_body(payload, "ds_0123"))
     check_data_compatible(body.flow, "images", _shape_for(path))
     assert job_limit_errors(body.flow, body.training, GPU_SERVICE_SETTINGS) == []

@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from experiments.__main__ import main
-from experiments.coupling import coupling_available
 
 pytestmark = pytest.mark.slow
 
@@ -54,11 +53,11 @@ def test_report_links_existing_png_figures(quick_report: Path) -> None:
     for part in ("## 1. Synthetic densities", "## 2. Rotated digits", "## 3. Coupling ablation"):
         assert part in report
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
-    expected = {"figures/synthetic_densities.png", "figures/digits_val_bpd.png"}
-    if coupling_available() is None:
-        expected.add("figures/coupling_group_bpd.png")
-    else:
-        assert "**Skipped:**" in report
+    expected = {
+        "figures/synthetic_densities.png",
+        "figures/digits_val_bpd.png",
+        "figures/coupling_group_bpd.png",
+    }
     assert expected <= set(links)
     for link in links:
         assert (quick_report / link).read_bytes().startswith(PNG_SIGNATURE)
