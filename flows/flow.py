@@ -207,7 +207,6 @@ class Flow(torch.nn.Module):
         self, x: Tensor, ctx: LogDetContext, padding_noise: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         """IWAE-K bound log mean_k w_k and its (delta-method) variance."""
-        self._check_input(x, self.data_shape, "data_shape")
         batch = x.shape[0]
         samples = (
             self.config.padding_eval_samples if padding_noise is None else padding_noise.shape[0]

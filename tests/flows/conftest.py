@@ -39,6 +39,12 @@ def make_flow(scale: float = 0.3, **config: object) -> Flow:
     return _cached_flow(FlowConfig(**config).model_dump_json(), scale)
 
 
+def image_batch(flow: Flow, n: int = 3, seed: int = 0) -> torch.Tensor:
+    """n float64 images in [0, 1] shaped like the flow's data."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, *flow.data_shape, generator=generator, dtype=torch.float64)
+
+
 def density_integral(flow: Flow, n: int) -> float:
     """The integral of a 2-D point flow's density over an n x n grid (a Riemann sum).
 

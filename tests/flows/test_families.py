@@ -17,7 +17,7 @@ from flows.checkpoint import load_flow, save_checkpoint
 from flows.metrics import equivariance_error
 from flows.symmetry import grid_symmetries
 
-from .conftest import density_integral, make_flow
+from .conftest import density_integral, image_batch, make_flow
 
 SMALL = {"depth": 2, "width": 2}
 # family name -> config fields on top of group and data_shape (images: 3 channels)
@@ -45,11 +45,6 @@ def image_flow(name: str, group: str, size: int = 5):
     channels = 1 if FAMILIES[name].get("padding_channels") else 3
     fields = {**SMALL, **FAMILIES[name]}
     return make_flow(group=group, data_shape=[channels, size, size], **fields)
-
-
-def image_batch(flow, n: int = 3, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(n, *flow.data_shape, generator=generator, dtype=torch.float64)
 
 
 def latent_batch(flow, n: int = 3, seed: int = 0) -> torch.Tensor:

@@ -12,7 +12,7 @@ from flows.lipschitz import dense_operator_norm
 from flows.metrics import average_group_bpd, bits_per_dim, equivariance_error
 from flows.symmetry import grid_symmetries, point_symmetries
 
-from .conftest import density_integral, make_flow
+from .conftest import density_integral, image_batch, make_flow
 
 POINT_GROUPS = ["C2", "C3", "C4", "C8", "D1", "D2", "D4", "D8", "SO2", "O2"]
 GRID_GROUPS = ["C2", "C4", "D1", "D2", "D4"]
@@ -25,11 +25,6 @@ def point_flow(group: str):
 
 def image_flow(group: str, channels: int = 1, size: int = 5):
     return make_flow(group=group, data_shape=[channels, size, size], **SMALL)
-
-
-def image_batch(flow, n: int = 3, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(n, *flow.data_shape, generator=generator, dtype=torch.float64)
 
 
 ALL_FLOWS = [("points", g) for g in ["trivial", *POINT_GROUPS]] + [
