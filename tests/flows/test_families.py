@@ -285,3 +285,17 @@ def test_flows_without_residual_blocks_are_always_exact() -> None:
     flow = build_flow(FlowConfig(family="coupling", group="C4", data_shape=[3, 32, 32], depth=1))
     assert flow.resolve_method("auto") == "exact"
     assert flow.resolve_method("estimate") == "exact"
+
+
+def test_convolution_exponential_that_cannot_converge_raises() -> None:
+    from flows.errors import FlowError
+    from flows.layers.linear import ConvExponential, FrozenLinearMap
+    from flows.logdet import LogDetContext
+
+    layer = ConvExponential(FrozenLinearMap(100.0 * torch.eye(2, dtype=torch.float64)))
+    with pytest.raises(FlowError, match="did not converge"):
+        layer(torch.ones(1, 2, dtype=torch.float64), LogDetContext())
+    small = ConvExponential(FrozenLinearMap(0.5 * torch.eye(2, dtype=torch.float64)))
+    y, logdet = small(torch.ones(1, 2, dtype=torch.float64), LogDetContext())
+    assert torch.allclose(y, torch.full((1, 2), math.exp(0.5), dtype=torch.float64))
+    assert float(logdet) == pytest.approx(1.0)
