@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 
 from flows.config import FlowConfig
-from flows.layers import FlowLayer, InverseInfo
-from flows.lipschitz import LipschitzLayer
+from flows.layers import EquivariantActNorm, FlowLayer, InverseInfo
+from flows.lipschitz import LipschitzAudit, LipschitzLayer
 from flows.logdet import LogDetContext
 from flows.padding import PaddingDistribution
 
@@ -24,7 +24,11 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 @dataclass(frozen=True)
 class InverseReport:
-    """Per iterative layer (in the order they were inverted): iterations and final residual."""
+    """Per iterative layer (in the order they were inverted): how its inverse converged.
+
+    Each layer's ``error_bound`` bounds its own fixed-point error given its input; errors of
+    later-inverted layers also carry earlier ones through the (well-conditioned) inverse maps.
+    """
 
     layers: tuple[InverseInfo, ...]
 
@@ -33,8 +37,9 @@ class InverseReport:
         return max((info.iterations for info in self.layers), default=0)
 
     @property
-    def max_residual(self) -> float:
-        return max((info.residual for info in self.layers), default=0.0)
+    def max_error_bound(self) -> float:
+        """The largest certified per-layer error bound ||x - f_k^{-1}(y)||_2 of any item."""
+        return max((info.error_bound for info in self.layers), default=0.0)
 
 
 class Flow(torch.nn.Module):
@@ -226,6 +231,38 @@ class Flow(torch.nn.Module):
             variance = variance + ctx.variance.reshape(samples, batch).mean(0) / samples
         return log_prob, variance
 
+    @torch.no_grad()
+    def initialize_actnorm(self, x: Tensor, seed: int = 0) -> bool:
+        """Data-dependent initialisation of every uninitialised ActNorm from the batch ``x``.
+
+        Each ActNorm is set from its own input: ``x`` (for an augmented flow with a padding
+        draw) pushed through the layers before it. Forward passes never initialise, so a
+        ``log_prob`` in train mode leaves the model unchanged. Randomness (padding draws, the
+        estimator's probes, whose log-dets are discarded) comes from a private generator seeded
+        with ``seed``, so the caller's random stream is untouched.
+
+        Returns:
+            True if some layer was initialised.
+        """
+        pending = [
+            layer
+            for layer in self.layers
+            if isinstance(layer, EquivariantActNorm) and not bool(layer.initialized)
+        ]
+        if not pending:
+            return False
+        self._check_input(x, self.data_shape, "data_shape")
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        if self.padding is not None:
+            padding, _ = self.padding.sample(x, None, generator)
+            x = torch.cat([x, padding], 1)
+        ctx = LogDetContext(method="estimate", generator=generator)
+        for layer in self.layers:
+            if layer in pending:
+                layer.initialize(x)
+            x, _ = layer(x, ctx)
+        return True
+
     def inverse_with_info(self, z: Tensor) -> tuple[Tensor, InverseReport]:
         """Latent -> data, with how each iterative layer converged.
 
@@ -244,7 +281,8 @@ class Flow(torch.nn.Module):
         return z, InverseReport(tuple(infos))
 
     def inverse(self, z: Tensor) -> Tensor:
-        """Latent -> data (fixed-point iterations to ``config.inverse_atol`` where needed)."""
+        """Latent -> data (fixed-point iterations to ``config.inverse_atol`` / ``inverse_rtol``
+        where needed; see :class:`~flows.layers.ResidualBlock` for the error bound)."""
         return self.inverse_with_info(z)[0]
 
     def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> Tensor:
@@ -264,26 +302,25 @@ class Flow(torch.nn.Module):
     def lipschitz_layers(self) -> list[LipschitzLayer]:
         return [m for m in self.modules() if isinstance(m, LipschitzLayer)]
 
-    def update_lipschitz(self, n_iter: int = 1) -> None:
-        """Advances every layer's power iteration (the trainer calls this once per step)."""
-        for layer in self.lipschitz_layers():
-            layer.power_iteration(n_iter)
+    def audit_lipschitz(self) -> LipschitzAudit:
+        """Checks every Lipschitz layer from its weights alone, changing nothing.
 
-    def refresh_lipschitz(self, rtol: float = 1e-7, max_iter: int = 5000) -> float:
-        """Runs every power iteration to convergence; returns the largest effective sigma."""
-        return max(
-            (layer.refresh(rtol, max_iter) for layer in self.lipschitz_layers()), default=0.0
+        The certified bounds are recomputed from the weights in use (they hold by construction:
+        see :mod:`flows.lipschitz`); the measured norms are exact where the bound is, else
+        Lanczos from fresh random vectors (never stored state).
+        """
+        layers = self.lipschitz_layers()
+        return LipschitzAudit(
+            coeff=self.config.lipschitz_coeff,
+            certified=max((layer.certified_norm() for layer in layers), default=0.0),
+            measured=max((layer.audit_norm() for layer in layers), default=0.0),
+            layers=len(layers),
         )
-
-    def audit_lipschitz(self) -> float:
-        """The largest converged sigma of the weights in use, without changing the flow."""
-        return max((layer.converged_sigma() for layer in self.lipschitz_layers()), default=0.0)
 
     def export(self) -> Flow:
         """A copy whose sub-networks are plain torch modules (no escnn types), for serving.
 
-        The copy computes the same function as this flow does now, in eval mode; refresh the
-        Lipschitz bounds first.
+        The copy computes the same function as this flow does now, in eval mode.
         """
         exported = copy.deepcopy(self).eval()
         for index, layer in enumerate(exported.layers):
