@@ -159,7 +159,8 @@ class FlowConfig(BaseModel):
         8,
         ge=1,
         le=256,
-        description="Augmented flow: importance samples of the padding when scoring.",
+        description="Augmented flow: importance samples of the padding when scoring (with 1 "
+        "the standard error of a score cannot be estimated and is not reported).",
     )
     exact_max_dim: int = Field(
         256,
@@ -380,7 +381,10 @@ class TrainConfig(BaseModel):
         False, description="Augment each batch by random exact group elements (for baselines)."
     )
     augment_group: str | None = Field(
-        None, description="Group to augment with (default: D4 for images, D8 for points)."
+        None,
+        description="Group to augment with (default: D4 for images, D8 for points). On images "
+        "only its subgroup that permutes pixels exactly is used: C8, C16 and SO2 -> C4, D8, "
+        "D16 and O2 -> D4.",
     )
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     metric_interval: int = Field(50, ge=1)

@@ -183,7 +183,9 @@ class Flow(torch.nn.Module):
                 ``auto`` (exact up to ``config.exact_max_dim`` dimensions); flows without
                 residual blocks are always exact.
             return_stderr: also return the standard error of the estimate (zeros if exact);
-                estimates then use ``config.estimator.eval_probes`` probes per item.
+                estimates then use ``config.estimator.eval_probes`` probes per item. An
+                augmented flow with a single padding draw (``padding_eval_samples`` 1) cannot
+                estimate its Monte-Carlo error and returns NaN.
             generator: random source of the estimator and of the padding draws.
             n_probes: override the number of Hutchinson probes.
             padding_noise: augmented flows: the padding draws' standard normal noise, shaped
@@ -222,7 +224,9 @@ class Flow(torch.nn.Module):
             noise = padding_noise.reshape(samples * batch, *padding_noise.shape[2:])
         log_weights = self.log_likelihood(repeated, ctx, noise).reshape(samples, batch)
         log_prob = torch.logsumexp(log_weights, 0) - math.log(samples)
-        variance = torch.zeros_like(log_prob)
+        # One draw says nothing about the spread of the weights: its error is unknown (NaN),
+        # not zero.
+        variance = torch.full_like(log_prob, math.nan)
         if samples > 1:
             # Var[log mean w] ~ Var[w] / (K mean(w)^2), with w scaled by its maximum.
             weights = (log_weights - log_weights.max(0).values).exp()
@@ -286,7 +290,13 @@ class Flow(torch.nn.Module):
         return self.inverse_with_info(z)[0]
 
     def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> Tensor:
-        """Draws n samples: z ~ N(0, temperature^2 I), x = f^{-1}(z) (padding dropped)."""
+        """Draws n samples: z ~ N(0, temperature^2 I), x = f^{-1}(z) (padding dropped).
+
+        Image samples are clamped to [0, 1], the data's range: the logit transform with
+        ``logit_alpha`` a maps the reals onto (-a / (1 - 2a), 1 + a / (1 - 2a)), so a model
+        puts some mass just outside [0, 1] (the density of :meth:`log_prob` is that of the
+        unclamped x). :meth:`inverse` returns the unclamped values.
+        """
         if n < 0 or temperature < 0:
             raise ValueError(f"n={n} and temperature={temperature} must be non-negative")
         device, dtype = self._device_dtype()
@@ -296,7 +306,8 @@ class Flow(torch.nn.Module):
         else:
             generator.manual_seed(seed)
         z = torch.randn(n, *self.latent_shape, generator=generator, dtype=dtype) * temperature
-        return self.inverse(z.to(device))[:, : self.data_shape[0]]
+        x = self.inverse(z.to(device))[:, : self.data_shape[0]]
+        return x if self.config.is_points else x.clamp(0.0, 1.0)
 
     # -- Lipschitz bookkeeping -----------------------------------------------------------------
     def lipschitz_layers(self) -> list[LipschitzLayer]:

@@ -34,7 +34,7 @@ def _cached_flow(config_json: str, scale: float) -> Flow:
 
 
 def make_flow(scale: float = 0.3, **config: object) -> Flow:
-    """A float64 flow in eval mode with perturbed weights (Lipschitz bounds hold by construction)."""
+    """A float64 flow in eval mode with perturbed weights (its Lipschitz bounds always hold)."""
     return _cached_flow(FlowConfig(**config).model_dump_json(), scale)
 
 
