@@ -26,8 +26,10 @@ LOG_2PI = math.log(2.0 * math.pi)
 class InverseReport:
     """Per iterative layer (in the order they were inverted): how its inverse converged.
 
-    Each layer's ``error_bound`` bounds its own fixed-point error given its input; errors of
-    later-inverted layers also carry earlier ones through the (well-conditioned) inverse maps.
+    Each layer's ``error_bound`` certifies its own fixed-point error given its input. The
+    end-to-end error also carries each layer's error through the inverses of the layers inverted
+    after it (a residual block's inverse is 1 / (1 - L)-Lipschitz); that propagation is not
+    part of the report.
     """
 
     layers: tuple[InverseInfo, ...]
