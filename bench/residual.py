@@ -32,7 +32,6 @@ def perturbed(config: FlowConfig, scale: float = 0.3) -> Flow:
         for layer in flow.layers:
             if isinstance(layer, EquivariantActNorm):
                 layer.initialized.fill_(True)
-    flow.refresh_lipschitz()
     return flow.eval()
 
 

@@ -32,9 +32,14 @@ def _grid(config: FlowConfig) -> tuple[int, int] | None:
 
 def _residual(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer]:
     net = build_subnet(types, config)
-    return [
-        ResidualBlock(net, types.data, atol=config.inverse_atol, max_iter=config.inverse_max_iter)
-    ]
+    block = ResidualBlock(
+        net,
+        types.data,
+        atol=config.inverse_atol,
+        max_iter=config.inverse_max_iter,
+        rtol=config.inverse_rtol,
+    )
+    return [block]
 
 
 def _coupling(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer]:

@@ -7,7 +7,8 @@ optimizer's hyper-parameters are JSON strings in the safetensors metadata.
 
 The state dict has the same keys in train and eval mode (our Lipschitz layers cache their filter
 outside it), so a checkpoint loads into a freshly built flow in either mode and gives the same
-log-densities.
+log-densities; it holds no power-iteration state, since every layer is a pure function of its
+weights (see :mod:`flows.lipschitz`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "CheckpointInfo",
     "TrainingState",
     "load_flow",
+    "load_model_state",
     "read_checkpoint",
     "read_checkpoint_info",
     "save_checkpoint",
@@ -167,25 +169,68 @@ def read_checkpoint(
     return info, model, TrainingState(optimizer, tensors["rng.generator"], meta.get("extra", {}))
 
 
-def load_flow(blob: bytes, device: str | torch.device = "cpu") -> Flow:
-    """Builds the checkpoint's flow and loads its weights; eval mode, on ``device``."""
-    info, model_state, _ = read_checkpoint(blob)
-    flow = build_flow(info.flow_config)
+def _checkpoint_dtype(model_state: dict[str, torch.Tensor]) -> torch.dtype:
+    for tensor in model_state.values():
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.get_default_dtype()
+
+
+def load_model_state(flow: Flow, model_state: dict[str, torch.Tensor]) -> None:
+    """Loads a checkpoint's model state into ``flow`` (strict), accepting legacy keys.
+
+    Checkpoints written before the Lipschitz bounds were certified hold a power-iteration
+    vector ``*.u`` per Lipschitz layer; it is dropped (with a warning), and such a model now
+    computes the certified function, which differs slightly from the one it was trained as.
+
+    Raises:
+        CheckpointError: the weights do not fit the flow.
+    """
+    expected = flow.state_dict().keys()
+    legacy = [k for k in model_state if k.endswith(".u") and k not in expected]
+    if legacy:
+        logger.warning(
+            "checkpoint holds %d legacy power-iteration vectors; they are ignored and the "
+            "layers are rescaled by their certified norms",
+            len(legacy),
+        )
+        model_state = {k: v for k, v in model_state.items() if k not in legacy}
     try:
         flow.load_state_dict(model_state, strict=True)
     except RuntimeError as error:
         raise CheckpointError(
             f"checkpoint weights do not fit its configuration: {error}"
         ) from None
+
+
+def load_flow(
+    blob: bytes, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> Flow:
+    """Builds the checkpoint's flow and loads its weights; eval mode, on ``device``.
+
+    The flow computes exactly the function the run computed when the checkpoint was taken
+    (mid-training ones included): every layer is a pure function of the stored weights.
+
+    Arguments:
+        blob: the checkpoint's bytes.
+        device: where to put the flow.
+        dtype: the flow's floating dtype; None keeps the checkpoint's own (float32 or float64).
+
+    Raises:
+        CheckpointError: the bytes are not a checkpoint, its weights do not fit its
+            configuration, or a Lipschitz layer's certified norm exceeds ``lipschitz_coeff``
+            (audited from the weights alone, never from stored state).
+    """
+    info, model_state, _ = read_checkpoint(blob)
+    flow = build_flow(info.flow_config).to(_checkpoint_dtype(model_state))
+    load_model_state(flow, model_state)
     flow.eval()
-    # A checkpoint taken mid-training may hold power-iteration vectors that have not converged,
-    # so its weights can exceed the bound slightly; serving needs the bound (and the inverse its
-    # contraction), so such a flow is refreshed. Final checkpoints are refreshed already.
-    coeff = info.flow_config.lipschitz_coeff
-    largest = flow.audit_lipschitz()
-    if largest > coeff * (1.0 + 1e-4):
-        logger.warning(
-            "checkpoint sigma %.6f exceeds c=%.4f; refreshing the bounds", largest, coeff
+    audit = flow.audit_lipschitz()
+    if not audit.holds:
+        raise CheckpointError(
+            f"checkpoint's Lipschitz layers have certified norm {audit.certified:.8g} above "
+            f"lipschitz_coeff {audit.coeff}"
         )
-        flow.refresh_lipschitz()
+    if dtype is not None:
+        flow = flow.to(dtype)
     return flow.to(device)

@@ -17,6 +17,7 @@ BlockKind = Literal["residual", "coupling", "iaf", "linear"]
 FAMILIES = ("residual", "coupling", "iaf", "linear", "mixed")
 CONTINUOUS_GROUPS = ("SO2", "O2")
 MAX_DISCRETE_ORDER = 16
+LEGACY_TRAIN_KEYS = frozenset({"lipschitz_refresh_iters"})
 
 
 def parse_group(name: str) -> tuple[str, int]:
@@ -120,8 +121,9 @@ class FlowConfig(BaseModel):
         0.97,
         gt=0.0,
         lt=1.0,
-        description="Bound c < 1 on each layer's operator norm (residual branches, and the "
-        "convolution that linear flows exponentiate).",
+        description="Certified bound c < 1 on each layer's operator norm (residual branches, "
+        "and the convolution that linear flows exponentiate): exact norms for point layers, 1x1 "
+        "and small convolutions, a circulant upper bound for large convolutions.",
     )
     activation: Literal["lipswish", "elu"] = Field(
         "lipswish", description="Pointwise 1-Lipschitz nonlinearity (finite groups, trivial)."
@@ -157,7 +159,8 @@ class FlowConfig(BaseModel):
         8,
         ge=1,
         le=256,
-        description="Augmented flow: importance samples of the padding when scoring.",
+        description="Augmented flow: importance samples of the padding when scoring (with 1 "
+        "the standard error of a score cannot be estimated and is not reported).",
     )
     exact_max_dim: int = Field(
         256,
@@ -167,7 +170,20 @@ class FlowConfig(BaseModel):
         "blocks; other families' log-dets are always exact.",
     )
     estimator: LogDetEstimatorConfig = Field(default_factory=LogDetEstimatorConfig)
-    inverse_atol: float = Field(1e-5, gt=0.0, le=1e-1, description="Fixed-point tolerance.")
+    inverse_atol: float = Field(
+        1e-5,
+        gt=0.0,
+        le=1e-1,
+        description="Residual-block inverse: absolute part of the tolerance on the certified "
+        "bound of each item's error ||x - f^-1(y)||_2.",
+    )
+    inverse_rtol: float = Field(
+        1e-6,
+        ge=0.0,
+        le=1e-1,
+        description="Residual-block inverse: relative part of that tolerance, times ||y||_2 "
+        "(raised to the float resolution of the model's dtype where that is larger).",
+    )
     inverse_max_iter: int = Field(500, ge=1, le=100000)
 
     @field_validator("group")
@@ -365,15 +381,24 @@ class TrainConfig(BaseModel):
         False, description="Augment each batch by random exact group elements (for baselines)."
     )
     augment_group: str | None = Field(
-        None, description="Group to augment with (default: D4 for images, D8 for points)."
+        None,
+        description="Group to augment with (default: D4 for images, D8 for points). On images "
+        "only its subgroup that permutes pixels exactly is used: C8, C16 and SO2 -> C4, D8, "
+        "D16 and O2 -> D4.",
     )
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     metric_interval: int = Field(50, ge=1)
     checkpoint_interval: int = Field(500, ge=1)
-    lipschitz_refresh_iters: int = Field(
-        1, ge=1, le=100, description="Power iterations per step for every Lipschitz layer."
-    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_legacy_keys(cls, data: object) -> object:
+        # Configs stored before the Lipschitz bounds became exact carry a power-iteration count
+        # (lipschitz_refresh_iters); it no longer means anything and is accepted and dropped.
+        if isinstance(data, dict) and LEGACY_TRAIN_KEYS & data.keys():
+            data = {k: v for k, v in data.items() if k not in LEGACY_TRAIN_KEYS}
+        return data
 
     @field_validator("augment_group")
     @classmethod

@@ -10,16 +10,21 @@ class FlowError(Exception):
 
 
 class InverseNotConverged(FlowError):
-    """A fixed-point inverse did not reach its tolerance within its iteration budget."""
+    """A fixed-point inverse did not reach its tolerance within its iteration budget.
 
-    def __init__(self, iterations: int, residual: float, atol: float) -> None:
+    ``error_bound`` is the certified bound on the error of the last iterate (the worst item);
+    ``tolerance`` the tolerance it had to reach for that item.
+    """
+
+    def __init__(self, iterations: int, error_bound: float, tolerance: float) -> None:
         super().__init__(
-            f"inverse did not converge: residual {residual:.3g} > tolerance {atol:.3g} after "
-            f"{iterations} iterations (raise inverse_max_iter or refresh the Lipschitz bounds)"
+            f"inverse did not converge: error bound {error_bound:.3g} > tolerance "
+            f"{tolerance:.3g} after {iterations} iterations (raise inverse_max_iter, or "
+            "inverse_atol / inverse_rtol)"
         )
         self.iterations = iterations
-        self.residual = residual
-        self.atol = atol
+        self.error_bound = error_bound
+        self.tolerance = tolerance
 
 
 class TrainingDiverged(FlowError):

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 
 from flows.config import FlowConfig
-from flows.layers import FlowLayer, InverseInfo
-from flows.lipschitz import LipschitzLayer
+from flows.layers import EquivariantActNorm, FlowLayer, InverseInfo
+from flows.lipschitz import LipschitzAudit, LipschitzLayer
 from flows.logdet import LogDetContext
 from flows.padding import PaddingDistribution
 
@@ -24,7 +24,13 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 @dataclass(frozen=True)
 class InverseReport:
-    """Per iterative layer (in the order they were inverted): iterations and final residual."""
+    """Per iterative layer (in the order they were inverted): how its inverse converged.
+
+    Each layer's ``error_bound`` certifies its own fixed-point error given its input. The
+    end-to-end error also carries each layer's error through the inverses of the layers inverted
+    after it (a residual block's inverse is 1 / (1 - L)-Lipschitz); that propagation is not
+    part of the report.
+    """
 
     layers: tuple[InverseInfo, ...]
 
@@ -33,8 +39,9 @@ class InverseReport:
         return max((info.iterations for info in self.layers), default=0)
 
     @property
-    def max_residual(self) -> float:
-        return max((info.residual for info in self.layers), default=0.0)
+    def max_error_bound(self) -> float:
+        """The largest certified per-layer error bound ||x - f_k^{-1}(y)||_2 of any item."""
+        return max((info.error_bound for info in self.layers), default=0.0)
 
 
 class Flow(torch.nn.Module):
@@ -178,7 +185,9 @@ class Flow(torch.nn.Module):
                 ``auto`` (exact up to ``config.exact_max_dim`` dimensions); flows without
                 residual blocks are always exact.
             return_stderr: also return the standard error of the estimate (zeros if exact);
-                estimates then use ``config.estimator.eval_probes`` probes per item.
+                estimates then use ``config.estimator.eval_probes`` probes per item. An
+                augmented flow with a single padding draw (``padding_eval_samples`` 1) cannot
+                estimate its Monte-Carlo error and returns NaN.
             generator: random source of the estimator and of the padding draws.
             n_probes: override the number of Hutchinson probes.
             padding_noise: augmented flows: the padding draws' standard normal noise, shaped
@@ -217,7 +226,9 @@ class Flow(torch.nn.Module):
             noise = padding_noise.reshape(samples * batch, *padding_noise.shape[2:])
         log_weights = self.log_likelihood(repeated, ctx, noise).reshape(samples, batch)
         log_prob = torch.logsumexp(log_weights, 0) - math.log(samples)
-        variance = torch.zeros_like(log_prob)
+        # One draw says nothing about the spread of the weights: its error is unknown (NaN),
+        # not zero.
+        variance = torch.full_like(log_prob, math.nan)
         if samples > 1:
             # Var[log mean w] ~ Var[w] / (K mean(w)^2), with w scaled by its maximum.
             weights = (log_weights - log_weights.max(0).values).exp()
@@ -225,6 +236,38 @@ class Flow(torch.nn.Module):
         if ctx.variance is not None:
             variance = variance + ctx.variance.reshape(samples, batch).mean(0) / samples
         return log_prob, variance
+
+    @torch.no_grad()
+    def initialize_actnorm(self, x: Tensor, seed: int = 0) -> bool:
+        """Data-dependent initialisation of every uninitialised ActNorm from the batch ``x``.
+
+        Each ActNorm is set from its own input: ``x`` (for an augmented flow with a padding
+        draw) pushed through the layers before it. Forward passes never initialise, so a
+        ``log_prob`` in train mode leaves the model unchanged. Randomness (padding draws, the
+        estimator's probes, whose log-dets are discarded) comes from a private generator seeded
+        with ``seed``, so the caller's random stream is untouched.
+
+        Returns:
+            True if some layer was initialised.
+        """
+        pending = [
+            layer
+            for layer in self.layers
+            if isinstance(layer, EquivariantActNorm) and not bool(layer.initialized)
+        ]
+        if not pending:
+            return False
+        self._check_input(x, self.data_shape, "data_shape")
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        if self.padding is not None:
+            padding, _ = self.padding.sample(x, None, generator)
+            x = torch.cat([x, padding], 1)
+        ctx = LogDetContext(method="estimate", generator=generator)
+        for layer in self.layers:
+            if layer in pending:
+                layer.initialize(x)
+            x, _ = layer(x, ctx)
+        return True
 
     def inverse_with_info(self, z: Tensor) -> tuple[Tensor, InverseReport]:
         """Latent -> data, with how each iterative layer converged.
@@ -244,11 +287,18 @@ class Flow(torch.nn.Module):
         return z, InverseReport(tuple(infos))
 
     def inverse(self, z: Tensor) -> Tensor:
-        """Latent -> data (fixed-point iterations to ``config.inverse_atol`` where needed)."""
+        """Latent -> data (fixed-point iterations to ``config.inverse_atol`` / ``inverse_rtol``
+        where needed; see :class:`~flows.layers.ResidualBlock` for the error bound)."""
         return self.inverse_with_info(z)[0]
 
     def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> Tensor:
-        """Draws n samples: z ~ N(0, temperature^2 I), x = f^{-1}(z) (padding dropped)."""
+        """Draws n samples: z ~ N(0, temperature^2 I), x = f^{-1}(z) (padding dropped).
+
+        Image samples are clamped to [0, 1], the data's range: the logit transform with
+        ``logit_alpha`` a maps the reals onto (-a / (1 - 2a), 1 + a / (1 - 2a)), so a model
+        puts some mass just outside [0, 1] (the density of :meth:`log_prob` is that of the
+        unclamped x). :meth:`inverse` returns the unclamped values.
+        """
         if n < 0 or temperature < 0:
             raise ValueError(f"n={n} and temperature={temperature} must be non-negative")
         device, dtype = self._device_dtype()
@@ -258,32 +308,32 @@ class Flow(torch.nn.Module):
         else:
             generator.manual_seed(seed)
         z = torch.randn(n, *self.latent_shape, generator=generator, dtype=dtype) * temperature
-        return self.inverse(z.to(device))[:, : self.data_shape[0]]
+        x = self.inverse(z.to(device))[:, : self.data_shape[0]]
+        return x if self.config.is_points else x.clamp(0.0, 1.0)
 
     # -- Lipschitz bookkeeping -----------------------------------------------------------------
     def lipschitz_layers(self) -> list[LipschitzLayer]:
         return [m for m in self.modules() if isinstance(m, LipschitzLayer)]
 
-    def update_lipschitz(self, n_iter: int = 1) -> None:
-        """Advances every layer's power iteration (the trainer calls this once per step)."""
-        for layer in self.lipschitz_layers():
-            layer.power_iteration(n_iter)
+    def audit_lipschitz(self) -> LipschitzAudit:
+        """Checks every Lipschitz layer from its weights alone, changing nothing.
 
-    def refresh_lipschitz(self, rtol: float = 1e-7, max_iter: int = 5000) -> float:
-        """Runs every power iteration to convergence; returns the largest effective sigma."""
-        return max(
-            (layer.refresh(rtol, max_iter) for layer in self.lipschitz_layers()), default=0.0
+        The certified bounds are recomputed from the weights in use (they hold by construction:
+        see :mod:`flows.lipschitz`); the measured norms are exact where the bound is, else
+        Lanczos from fresh random vectors (never stored state).
+        """
+        layers = self.lipschitz_layers()
+        return LipschitzAudit(
+            coeff=self.config.lipschitz_coeff,
+            certified=max((layer.certified_norm() for layer in layers), default=0.0),
+            measured=max((layer.audit_norm() for layer in layers), default=0.0),
+            layers=len(layers),
         )
-
-    def audit_lipschitz(self) -> float:
-        """The largest converged sigma of the weights in use, without changing the flow."""
-        return max((layer.converged_sigma() for layer in self.lipschitz_layers()), default=0.0)
 
     def export(self) -> Flow:
         """A copy whose sub-networks are plain torch modules (no escnn types), for serving.
 
-        The copy computes the same function as this flow does now, in eval mode; refresh the
-        Lipschitz bounds first.
+        The copy computes the same function as this flow does now, in eval mode.
         """
         exported = copy.deepcopy(self).eval()
         for index, layer in enumerate(exported.layers):

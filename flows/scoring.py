@@ -23,7 +23,11 @@ __all__ = ["ScoreResult", "sample_array", "score", "to_model_input"]
 class ScoreResult:
     """Per-item natural-log likelihood, its standard error (estimates only), bits/dim (images),
     the log-det method used, and whether ``log_prob`` is a lower bound (augmented flows, whose
-    bits/dim are then upper bounds)."""
+    bits/dim are then upper bounds).
+
+    ``stderr`` is None where there is no estimate error (exact log-dets) *or* where it cannot be
+    estimated: an augmented flow scored with a single padding draw (``padding_eval_samples``
+    1) has a Monte-Carlo error that one draw does not reveal, reported as None, never as 0."""
 
     log_prob: np.ndarray
     stderr: np.ndarray | None
@@ -88,6 +92,8 @@ def score(
         log_prob, stderr = flow.log_prob(
             x, method=resolved, return_stderr=True, generator=generator
         )
+    if stderr is not None and bool(torch.isnan(stderr).any()):
+        stderr = None
     bpd = None if flow.config.is_points else bits_per_dim(log_prob, flow.dim).cpu().numpy()
     return ScoreResult(
         log_prob=log_prob.cpu().numpy(),
@@ -100,8 +106,11 @@ def score(
 
 @torch.no_grad()
 def sample_array(flow: Flow, n: int, seed: int = 0, temperature: float = 1.0) -> np.ndarray:
-    """n samples in the data's convention: uint8 levels (n, C, H, W) or float32 points (n, D)."""
+    """n samples in the data's convention: uint8 levels (n, C, H, W) or float32 points (n, D).
+
+    Images are :meth:`~flows.flow.Flow.sample`'s samples, already clamped to [0, 1], quantized.
+    """
     x = flow.sample(n, seed=seed, temperature=temperature).cpu()
     if flow.config.is_points:
         return x.numpy().astype(np.float32)
-    return quantize(x.clamp(0.0, 1.0))
+    return quantize(x)

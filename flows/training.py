@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flows.checkpoint import TrainingState, read_checkpoint, save_checkpoint
+from flows.checkpoint import TrainingState, load_model_state, read_checkpoint, save_checkpoint
 from flows.config import TrainConfig
 from flows.data.images import dequantize
 from flows.errors import TrainingDiverged
@@ -121,7 +121,7 @@ class _Run:
         x = self.to_model_input(self.train_data[index], self.generator)
         if self.augmentations is not None:
             x = apply_random_symmetries(x, self.augmentations, self.generator)
-        flow.update_lipschitz(config.lipschitz_refresh_iters)
+        flow.initialize_actnorm(x, seed=config.seed)
         estimator = flow.config.estimator
         ctx = LogDetContext(
             method=self.method,
@@ -172,7 +172,7 @@ class _Run:
         info, model_state, training = read_checkpoint(blob)
         if training is None:
             raise ValueError("resume_from is a serving checkpoint without a training state")
-        self.flow.load_state_dict(model_state, strict=True)
+        load_model_state(self.flow, model_state)
         self.optimizer.load_state_dict(training.optimizer)
         self.generator.set_state(training.generator_state)
         return info.step
@@ -235,7 +235,6 @@ def train(
             window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
         if step % config.checkpoint_interval == 0 and step < config.steps:
             callbacks.on_checkpoint(step, run.checkpoint(step, metrics))
-    flow.refresh_lipschitz()
     flow.eval()
     final = run.checkpoint(step, metrics)
     callbacks.on_checkpoint(step, final)

@@ -234,7 +234,11 @@ class ScoreOut(BaseModel):
     method: Literal["exact", "estimate"]
     count: int
     log_prob: list[float] = Field(description="Per-item log-likelihood (nats).")
-    stderr: list[float] | None = Field(None, description="Standard error when estimated.")
+    stderr: list[float] | None = Field(
+        None,
+        description="Standard error when estimated; null for exact log-densities and where it "
+        "cannot be estimated (an augmented model scored with padding_eval_samples 1).",
+    )
     bits_per_dim: list[float] | None = Field(None, description="Per-item bits/dim (images).")
     lower_bound: bool = Field(
         False,

@@ -18,7 +18,10 @@ class EquivariantActNorm(FlowLayer):
     A scalar times the identity commutes with any representation, and a bias is invariant only on
     trivial fields, so both keep the layer equivariant. Initialised from the first training batch
     so that each field has zero mean (trivial fields) and unit mean square (Kingma & Dhariwal,
-    Glow, 2018). log|det| = sum_fields size_f * log s_f * (number of pixels).
+    Glow, 2018) by an explicit :meth:`initialize` (the trainer calls
+    :meth:`~flows.flow.Flow.initialize_actnorm` on its first batch); a forward pass never changes
+    the layer, in train mode or not. Until initialised the layer is the identity.
+    log|det| = sum_fields size_f * log s_f * (number of pixels).
     """
 
     def __init__(self, field_type: enn.FieldType) -> None:
@@ -38,7 +41,8 @@ class EquivariantActNorm(FlowLayer):
         return values.reshape(1, -1, *([1] * (x.dim() - 2)))
 
     @torch.no_grad()
-    def _initialize(self, x: Tensor) -> None:
+    def initialize(self, x: Tensor) -> None:
+        """Sets bias and scale from the batch ``x`` of this layer's inputs, and marks it so."""
         channels = x.transpose(0, 1).reshape(x.shape[1], -1)
         mean = torch.where(self.has_bias, channels.mean(1), torch.zeros_like(channels[:, 0]))
         centred_square = (channels - mean.unsqueeze(1)).pow(2).mean(1)
@@ -57,8 +61,6 @@ class EquivariantActNorm(FlowLayer):
         return torch.where(self.has_bias, self.bias, torch.zeros_like(self.bias))
 
     def forward(self, x: Tensor, ctx: LogDetContext) -> tuple[Tensor, Tensor]:
-        if self.training and not bool(self.initialized):
-            self._initialize(x.detach())
         log_scale = self._channel_log_scale()
         y = (x + self._per_channel(self._bias(), x)) * self._per_channel(log_scale.exp(), x)
         pixels = x[0, 0].numel()

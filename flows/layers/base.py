@@ -15,10 +15,20 @@ __all__ = ["FlowLayer", "InverseInfo", "bounded_log_scale", "run_net"]
 
 @dataclass(frozen=True)
 class InverseInfo:
-    """How an iterative inverse ended: iterations used and the final max-abs residual."""
+    """How an iterative inverse ended.
+
+    Attributes:
+        iterations: fixed-point iterations used.
+        step: max over items of the last step's size ||x_n - x_{n-1}||_2.
+        error_bound: max over items of the certified bound on ||x_n - f^-1(y)||_2,
+            ``step * lipschitz / (1 - lipschitz)`` (see :class:`~flows.layers.ResidualBlock`).
+        lipschitz: the certified Lipschitz constant of the residual branch used in the bound.
+    """
 
     iterations: int
-    residual: float
+    step: float
+    error_bound: float
+    lipschitz: float
 
 
 class FlowLayer(torch.nn.Module):

@@ -3,8 +3,8 @@
 Convolution exponential (Hoogeboom et al., 2020): for a steerable convolution M (an equivariant
 linear map of the data type to itself), exp(M) x = sum_n M^n x / n! is equivariant too, its
 inverse is exp(-M), and log|det exp(M)| = tr(M), which for a zero-padded 'same' convolution is
-H * W * sum_c K[c, c, centre]. M is rescaled to an operator norm <= c < 1 (the same power
-iteration as residual branches), so the series converges fast: term n is below c^n / n!.
+H * W * sum_c K[c, c, centre]. M is rescaled to an operator norm <= c < 1 (the same certified
+bound as residual branches), so the series converges fast: term n is below c^n / n!.
 
 Field mixing: fields of one type may be mixed by any invertible matrix W acting on the copy
 index, (W (x) I) commutes with (I (x) rho(g)); e.g. the R, G, B scalar fields of an image (a

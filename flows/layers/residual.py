@@ -2,30 +2,55 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from flows.errors import InverseNotConverged
+from flows.errors import FlowError, InverseNotConverged
 from flows.groups import enn
 from flows.layers.base import FlowLayer, InverseInfo, run_net
 from flows.lipschitz import LipschitzLayer
 from flows.logdet import LogDetContext, estimate_residual_logdet, exact_residual_logdet
 
-__all__ = ["ResidualBlock"]
+__all__ = ["ResidualBlock", "resolution_rtol"]
+
+# Ulps of x that one evaluation of g may be off by (several layers, each rounding once).
+ROUNDING_ULPS = 32
+
+
+def resolution_rtol(dtype: torch.dtype, lipschitz: float) -> float:
+    """The smallest relative error bound a fixed-point inverse can certify in ``dtype``.
+
+    Steps stall at a few ulps of x once g's rounding dominates, and the bound multiplies the
+    step by L / (1 - L); below ``ROUNDING_ULPS * eps * L / (1 - L)`` no tolerance is reachable.
+    """
+    return ROUNDING_ULPS * torch.finfo(dtype).eps * lipschitz / (1.0 - lipschitz)
 
 
 class ResidualBlock(FlowLayer):
     r"""An equivariant invertible residual block (Behrmann et al., 2019; Bose & Kobyzev, 2021).
 
-    y = x + g(x). If g is G-equivariant so is the block; if Lip(g) < 1 the block is invertible and
-    its inverse is the fixed point of x = y - g(x), whose error shrinks like Lip(g)^n.
+    y = x + g(x). If g is G-equivariant so is the block; if Lip(g) <= L < 1 the block is
+    invertible and its inverse is the fixed point of x = y - g(x). The iterates x_n satisfy the a
+    posteriori (Banach) bound, per item and in the Euclidean norm that L refers to,
+
+    .. math:: \|x_n - f^{-1}(y)\|_2 \le \frac{L}{1 - L} \|x_n - x_{n-1}\|_2 ,
+
+    with L the product of the certified norms of g's linear layers (its nonlinearities are
+    1-Lipschitz). The inverse stops once this bound is at most
+    ``atol + max(rtol, resolution_rtol(dtype, L)) * ||y||_2`` for every item and reports it (the
+    bound is exact arithmetic's; float rounding of g adds a few ulps of x, which the resolution
+    floor covers), so a large |y| in float32 does not make the tolerance unreachable.
 
     Arguments:
         net: the sub-network, an escnn module from the data type to itself (or, after
             :meth:`export`, a plain torch module on tensors).
         data_type: the data's field type; None for an exported block.
-        atol: inverse tolerance on max |x_{n+1} - x_n|.
+        atol: absolute part of the tolerance on the error bound.
+        rtol: relative part of the tolerance, times ||y||_2 per item.
         max_iter: iterations after which the inverse gives up with :class:`InverseNotConverged`.
+        lipschitz: an exported block's certified Lip(g) (computed from ``net`` otherwise).
     """
 
     def __init__(
@@ -34,12 +59,18 @@ class ResidualBlock(FlowLayer):
         data_type: enn.FieldType | None,
         atol: float,
         max_iter: int,
+        rtol: float = 0.0,
+        lipschitz: float | None = None,
     ) -> None:
         super().__init__()
+        if data_type is None and lipschitz is None:
+            raise ValueError("an exported residual block needs its certified lipschitz constant")
         self.net = net
         self.data_type = data_type
         self.atol = atol
+        self.rtol = rtol
         self.max_iter = max_iter
+        self._exported_lipschitz = lipschitz
 
     def g(self, x: Tensor) -> Tensor:
         """The residual branch on plain tensors."""
@@ -54,17 +85,35 @@ class ResidualBlock(FlowLayer):
                 ctx.add_variance(variance)
         return x + gx, logdet
 
+    def lipschitz_bound(self) -> float:
+        """Certified Lip(g): the product of its linear layers' certified norms."""
+        if self._exported_lipschitz is not None:
+            return self._exported_lipschitz
+        return math.prod(layer.certified_norm() for layer in self.lipschitz_layers())
+
     @torch.no_grad()
     def inverse_with_info(self, y: Tensor) -> tuple[Tensor, InverseInfo | None]:
-        x = y - self.g(y)
-        residual = float("inf")
+        lipschitz = self.lipschitz_bound()
+        if not lipschitz < 1.0:
+            raise FlowError(f"residual branch has Lipschitz bound {lipschitz:.6g} >= 1")
+        factor = lipschitz / (1.0 - lipschitz)
+        rtol = max(self.rtol, resolution_rtol(y.dtype, lipschitz))
+        tolerance = self.atol + rtol * y.reshape(len(y), -1).norm(dim=1)
+        x, bound = y, torch.full_like(tolerance, math.inf)
         for iteration in range(1, self.max_iter + 1):
             following = y - self.g(x)
-            residual = float((following - x).abs().max()) if x.numel() else 0.0
+            step = (following - x).reshape(len(y), -1).norm(dim=1)
+            bound = factor * step
             x = following
-            if residual <= self.atol:
-                return x, InverseInfo(iterations=iteration, residual=residual)
-        raise InverseNotConverged(self.max_iter, residual, self.atol)
+            if bool((bound <= tolerance).all()):
+                return x, InverseInfo(
+                    iterations=iteration,
+                    step=float(step.max()) if len(y) else 0.0,
+                    error_bound=float(bound.max()) if len(y) else 0.0,
+                    lipschitz=lipschitz,
+                )
+        worst = int((bound - tolerance).argmax())
+        raise InverseNotConverged(self.max_iter, float(bound[worst]), float(tolerance[worst]))
 
     def lipschitz_layers(self) -> list[LipschitzLayer]:
         return [m for m in self.net.modules() if isinstance(m, LipschitzLayer)]
@@ -73,4 +122,11 @@ class ResidualBlock(FlowLayer):
         """The same block with its sub-network exported to plain torch modules."""
         if self.data_type is None:
             return self
-        return ResidualBlock(self.net.export(), None, self.atol, self.max_iter)
+        return ResidualBlock(
+            self.net.export(),
+            None,
+            self.atol,
+            self.max_iter,
+            rtol=self.rtol,
+            lipschitz=self.lipschitz_bound(),
+        )

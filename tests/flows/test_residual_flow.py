@@ -51,7 +51,10 @@ def test_inverse_recovers_input(kind: str, group: str) -> None:
     x_back, report = flow.inverse_with_info(z)
     assert torch.allclose(x_back, x, atol=1e-4)
     assert 0 < report.max_iterations <= flow.config.inverse_max_iter
-    assert report.max_residual <= flow.config.inverse_atol
+    tolerance = flow.config.inverse_atol + 1e-6 * float(
+        z.detach().reshape(len(z), -1).norm(dim=1).max()
+    )
+    assert report.max_error_bound <= tolerance
 
 
 @pytest.mark.parametrize(("kind", "group"), ALL_FLOWS)
@@ -146,16 +149,15 @@ def test_training_estimator_has_the_exact_gradient_in_expectation() -> None:
     assert ((mean - exact).abs() <= 5 * stderr + 1e-6).all()
 
 
-def test_every_layer_sigma_is_below_c_after_refresh() -> None:
+def test_every_layer_sigma_is_below_c_even_for_huge_weights() -> None:
     flow = build_flow(FlowConfig(group="D4", data_shape=[1, 5, 5], depth=2, width=1))
     with torch.no_grad():
         for layer in flow.lipschitz_layers():
             layer.conv.weights.mul_(30.0)
-    largest = flow.refresh_lipschitz()
     c = flow.config.lipschitz_coeff
-    assert largest <= c + 1e-6
+    assert flow.audit_lipschitz().certified <= c * (1 + 1e-6)
     for layer in flow.lipschitz_layers():
-        assert dense_operator_norm(layer) <= c + 1e-4
+        assert dense_operator_norm(layer) <= c * (1 + 1e-6)
 
 
 def test_inverse_that_cannot_converge_raises() -> None:
@@ -166,7 +168,6 @@ def test_inverse_that_cannot_converge_raises() -> None:
     with torch.no_grad():
         for layer in flow.lipschitz_layers():
             layer.linear.weights.mul_(50.0)
-    flow.refresh_lipschitz()
     with pytest.raises(InverseNotConverged, match="did not converge"):
         flow.inverse(torch.randn(3, 2, dtype=torch.float64))
 

@@ -163,14 +163,3 @@ def test_data_compatibility_names_the_field() -> None:
     with pytest.raises(ValueError, match=r"flow.data_shape \[1, 8, 8\] does not match"):
         check_data_compatible(DIGITS, "points", (2,))
     check_data_compatible(DIGITS, "images", (1, 8, 8))
-
-
-def test_loading_a_mid_training_checkpoint_enforces_the_bound() -> None:
-    flow = build_flow(POINTS)
-    with torch.no_grad():
-        for layer in flow.lipschitz_layers():
-            layer.linear.weights.mul_(20.0)
-    c = POINTS.lipschitz_coeff
-    assert flow.audit_lipschitz() > c * 1.001  # the stored vectors have not converged
-    loaded = load_flow(save_checkpoint(flow))
-    assert loaded.audit_lipschitz() <= c * (1 + 1e-4)
