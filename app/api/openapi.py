@@ -1,0 +1,80 @@
+"""The OpenAPI document as this deployment enforces it.
+
+FastAPI builds the document from the request models, whose bounds are the library's (``steps <=
+10,000,000``); a deployment refuses more (``EFNF_MAX_STEPS``, 1,000,000 by default). Each
+:data:`app.limits.SCHEMA_LIMITS` entry tightens one property to ``min(library bound, setting)``,
+so that the published schema, the docs, generated clients and the dashboard's form all show the
+limits a request is actually held to.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.limits import SCHEMA_LIMITS, SchemaLimit
+from app.settings import Settings
+
+Schema = dict[str, Any]
+BOUNDED_TYPES = ("integer", "number", "array")
+
+
+def _resolve(schemas: dict[str, Schema], node: Schema) -> Schema:
+    while "$ref" in node:
+        node = schemas[node["$ref"].rsplit("/", 1)[-1]]
+    if len(node.get("allOf", ())) == 1 and "properties" not in node:
+        return _resolve(schemas, node["allOf"][0])
+    return node
+
+
+def schema_property(schemas: dict[str, Schema], component: str, path: str) -> Schema:
+    """The schema of the property at dotted ``path`` of ``component``, following ``$ref``s.
+
+    Raises:
+        KeyError: the path does not name a property.
+    """
+    node = schemas[component]
+    for part in path.split("."):
+        node = _resolve(schemas, node)["properties"][part]
+    return node
+
+
+def bounded_nodes(schemas: dict[str, Schema], node: Schema) -> list[Schema]:
+    """The schema(s) a bound applies to: the property, or its non-null ``anyOf`` branches."""
+    node = _resolve(schemas, node)
+    if "anyOf" in node:
+        branches = [_resolve(schemas, branch) for branch in node["anyOf"]]
+        return [branch for branch in branches if branch.get("type") in BOUNDED_TYPES]
+    return [node]
+
+
+def apply_limit(schemas: dict[str, Schema], limit: SchemaLimit, value: float) -> None:
+    """Lowers ``limit.keyword`` of the property to ``value`` (a lower library bound stays)."""
+    nodes = bounded_nodes(schemas, schema_property(schemas, limit.schema, limit.path))
+    if not nodes:
+        raise KeyError(f"{limit.schema}.{limit.path} has no numeric or array schema to bound")
+    for node in nodes:
+        node[limit.keyword] = min(node.get(limit.keyword, math.inf), value)
+
+
+def install_limited_openapi(
+    app: FastAPI, settings: Settings, components: dict[str, Schema] | None = None
+) -> None:
+    """Makes ``app.openapi()`` add ``components`` (schemas that routes reference by ``$ref``
+    but FastAPI does not see, e.g. a body parsed by hand) and apply :data:`SCHEMA_LIMITS`."""
+    build: Callable[[], Schema] = app.openapi
+
+    def openapi() -> Schema:
+        if app.openapi_schema is None:
+            document = build()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(components or {})
+            for limit in SCHEMA_LIMITS:
+                apply_limit(schemas, limit, getattr(settings, limit.setting))
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
