@@ -1,12 +1,12 @@
 """Authentication: ``Authorization: Bearer <API key>`` names the tenant of a request.
 
-``ApiKeyMiddleware`` checks the key of every request except the public paths (health,
-readiness, the docs, the OpenAPI document, the dashboard page and its static files) before
-anything else happens, so an unauthenticated client cannot make the service read, parse or
-validate a body. A missing or rejected key is a 401 with ``WWW-Authenticate: Bearer`` (RFC
-6750) and a message saying what was wrong. The key is looked up in the database on every request (see ``app.db.api_keys``): no
-cache outlives a revocation. Routes read the tenant through ``get_tenant``, which also declares
-the scheme in OpenAPI and refuses a request the middleware did not authenticate.
+``ApiKeyMiddleware`` checks the key of every request except the public paths (health, readiness,
+the docs, the OpenAPI document, the dashboard page and its static files) before anything else
+happens, so an unauthenticated client cannot make the service read, parse or validate a body. A
+missing or rejected key is a 401 with ``WWW-Authenticate: Bearer`` (RFC 6750) and a message saying
+what was wrong. The key is looked up in the database on every request (see ``app.db.api_keys``): no
+cache outlives a revocation. Routes read the tenant through ``get_tenant``, which also declares the
+scheme in OpenAPI and refuses a request the middleware did not authenticate.
 """
 
 from __future__ import annotations
