@@ -26,5 +26,9 @@ cp "$work"/uplot/package/dist/{uPlot.iife.min.js,uPlot.min.css} "$work"/uplot/pa
     "$vendor/uplot/"
 # The source maps are not shipped: drop the comments that would make a browser ask for them.
 sed -i '/^\/\/# sourceMappingURL=/d' "$vendor"/*/*.js
+# ReDoc's sidebar credit shows a logo from its CDN (hidden when it fails to load): an empty
+# picture instead, so that the docs pages ask nothing of any other host.
+sed -i 's|https://cdn.redoc.ly/redoc/logo-mini.svg|data:image/svg+xml,%3Csvg%20xmlns=%22http://www.w3.org/2000/svg%22/%3E|' \
+    "$vendor/redoc/redoc.standalone.js"
 printf '%s\n' "$SWAGGER_UI" "$REDOC" "$UPLOT" > "$vendor/VERSIONS"
 du -sh "$vendor"/*

@@ -253,7 +253,7 @@ def test_schema_bounds_follow_the_settings(tmp_path: Any) -> None:
 LOCAL_URL = re.compile(r"""(?:src|href)=["']([^"']+)["']|url: ?'([^']+)'""")
 
 
-@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+@pytest.mark.parametrize("page", ["/docs", "/redoc", "/"])
 def test_pages_load_only_files_of_this_app(client: TestClient, page: str) -> None:
     anonymous = TestClient(client.app)
     response = anonymous.get(page)
