@@ -15,7 +15,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import uvicorn
@@ -105,7 +106,12 @@ def browser() -> Iterator[WebDriver]:
         driver.quit()
 
 
-def wait(driver: WebDriver, condition, timeout: float = WAIT_S, what: str = ""):  # noqa: ANN001
+def wait(
+    driver: WebDriver,
+    condition: Callable[[WebDriver], Any],
+    timeout: float = WAIT_S,
+    what: str = "",
+) -> Any:
     """Waits for ``condition(driver)`` to be truthy; fails with the page's errors if not."""
     try:
         return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
