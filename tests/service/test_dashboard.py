@@ -40,15 +40,17 @@ CHROMEDRIVER = os.environ.get("EFNF_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
 WAIT_S = 30.0
 TRAINING_WAIT_S = 150.0
 # The job the form submits: tiny, so that it trains in seconds, with a metric row every 5 steps.
+STEPS, METRIC_INTERVAL = 120, 5
 JOB_FIELDS = {
     "flow.group": "C4",
     "flow.width": "2",
     "flow.depth": "1",
-    "training.steps": "200",
+    "training.steps": str(STEPS),
     "training.batch_size": "64",
-    "training.metric_interval": "5",
-    "training.checkpoint_interval": "50",
+    "training.metric_interval": str(METRIC_INTERVAL),
+    "training.checkpoint_interval": "40",
 }
+METRIC_POINTS = STEPS // METRIC_INTERVAL
 
 
 def _spare_port() -> int:
@@ -212,8 +214,12 @@ def test_sign_in_data_set_job_live_curve_samples_score(
         time.sleep(0.2)
     else:
         pytest.fail(f"the job did not succeed in {TRAINING_WAIT_S} s; points seen {seen}")
-    wait(browser, lambda d: int(chart.get_attribute("data-points")) == 200 // 5, what="40 points")
-    assert seen[0] < 200 // 5, f"the curve never grew on the page: {seen}"
+    wait(
+        browser,
+        lambda d: int(chart.get_attribute("data-points")) == METRIC_POINTS,
+        what=f"{METRIC_POINTS} points on the curve",
+    )
+    assert seen[0] < METRIC_POINTS, f"the curve never grew on the page: {seen}"
     assert browser.find_elements(By.CSS_SELECTOR, "#loss-chart .uplot canvas")
 
     # The model: samples over the density heatmap (scored on a grid through the API).
@@ -241,8 +247,9 @@ def test_sign_in_data_set_job_live_curve_samples_score(
     )
     assert len(score_rows) == 3
     log_probs = [float(row.find_elements(By.TAG_NAME, "td")[1].text) for row in score_rows]
+    model_id = browser.current_url.rsplit("/", 1)[-1]
     expected = stack.client.post(
-        f"/v1/models/{browser.current_url.rsplit('/', 1)[-1]}/log-prob",
+        f"/v1/models/{model_id}/log-prob",
         json={"inputs": [[3, 1.5], [4, 0], [0, 0]]},
         headers={"Authorization": f"Bearer {key}"},
     ).json()["log_prob"]
@@ -256,18 +263,44 @@ def test_sign_in_data_set_job_live_curve_samples_score(
     assert len(rows) == 4 + 2  # C4's four rotations and two controls outside the group
     assert float(by_id(browser, "invariance-spread").text) < 1e-3
 
-    # Two runs compared on one chart.
+    # "Train again": the form comes filled in from the job; the server's refusal marks the
+    # field it names; a long run is cancelled from its page.
+    browser.get(f"{base_url}/#/jobs/{model_id}")
+    by_id(browser, "train-again").click()
+    group = by_id(browser, "job-form").find_element(By.CSS_SELECTOR, '[data-path="flow.group"]')
+    wait(browser, lambda d: group.get_attribute("value") == "C4", what="the job's own group")
+    group.clear()
+    group.send_keys("C99")
+    by_id(browser, "submit-job").click()
+    wait(browser, lambda d: "invalid" in group.get_attribute("class"), what="flow.group marked")
+    assert "C99" in by_id(browser, "submit-result").text
+    group.clear()
+    group.send_keys("C4")
+    steps = browser.find_element(By.CSS_SELECTOR, '[data-path="training.steps"]')
+    steps.clear()
+    steps.send_keys("100000")
+    by_id(browser, "submit-job").click()
+    wait(browser, lambda d: "/jobs/job_" in d.current_url, what="the new job's page")
+    by_id(browser, "cancel-job").click()
+    wait(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, '#job-status [data-state="cancelled"]'),
+        what="the job cancelled",
+    )
+
+    # Both runs compared on one chart.
     browser.get(f"{base_url}/#/jobs")
     boxes = wait(
         browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".compare-box"), what="the jobs"
     )
-    assert len(boxes) == 1  # this tenant's job only
-    boxes[0].click()
+    assert len(boxes) == 2  # this tenant's jobs only
+    for box in boxes:
+        box.click()
     by_id(browser, "compare-selected").click()
     wait(
         browser,
-        lambda d: d.find_elements(By.CSS_SELECTOR, "#compare-chart .uplot canvas"),
-        what="the comparison chart",
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#compare-chart .u-legend .u-series")) == 3,
+        what="the comparison chart with both jobs",
     )
     assert same_origin_only(browser, base_url) == []
     assert severe_console_messages(browser) == []

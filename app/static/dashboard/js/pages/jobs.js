@@ -131,7 +131,7 @@ export async function jobPage(root, [id], _, page) {
           ACTIVE.has(job.state) ? cancel : null,
           !ACTIVE.has(job.state) && canDelete ? remove : null, " ",
           job.step > 0 || job.state === "succeeded" ? h("a", { class: "button", id: "open-model", href: `#/models/${id}` }, "Open the model") : null, " ",
-          h("a", { class: "button secondary", href: `#/new-job?from=${id}` }, "Train again…"))),
+          h("a", { class: "button secondary", id: "train-again", href: `#/new-job?from=${id}` }, "Train again…"))),
       job.error ? h("div", { class: "error", id: "job-error" }, job.error) : null,
       out,
     );
