@@ -263,6 +263,14 @@ def test_sign_in_data_set_job_live_curve_samples_score(
     assert len(rows) == 4 + 2  # C4's four rotations and two controls outside the group
     assert float(by_id(browser, "invariance-spread").text) < 1e-3
 
+    # The models page lists it (from GET /v1/models where the server has it, else the jobs).
+    browser.get(f"{base_url}/#/models")
+    wait(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, f'#model-list tr[data-id="{model_id}"]'),
+        what="the model in the list",
+    )
+
     # "Train again": the form comes filled in from the job; the server's refusal marks the
     # field it names; a long run is cancelled from its page.
     browser.get(f"{base_url}/#/jobs/{model_id}")
