@@ -250,6 +250,17 @@ def test_schema_bounds_follow_the_settings(tmp_path: Any) -> None:
     assert bound(document, by_setting["max_samples"]) == 7
 
 
+def test_only_requests_are_bounded(document: dict[str, Any]) -> None:
+    """A job accepted under a higher limit still matches the response schema."""
+    schemas = document["components"]["schemas"]
+    steps = SchemaLimit("JobIn", "training.steps", "max_steps")
+    assert bound(document, steps) == Settings().max_steps
+    assert bound(document, SchemaLimit("JobOut", "training.steps", "max_steps")) == 10_000_000
+    assert schemas["TrainConfig"]["properties"]["steps"]["maximum"] == 10_000_000
+    width = SchemaLimit("ModelOut", "flow.width", "max_width")
+    assert bound(document, width) == 512 > Settings().max_width
+
+
 LOCAL_URL = re.compile(r"""(?:src|href)=["']([^"']+)["']|url: ?'([^']+)'""")
 
 

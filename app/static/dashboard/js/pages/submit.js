@@ -60,7 +60,9 @@ function readField(input) {
 }
 
 export async function submitPage(root, _, query) {
-  const [flowSchema, trainSchema, datasets] = await Promise.all([schema("FlowConfig"), schema("TrainConfig"), get("/v1/datasets?limit=200")]);
+  // From the request body's schema, whose bounds are this server's limits.
+  const [jobSchema, datasets] = await Promise.all([schema("JobIn"), get("/v1/datasets?limit=200")]);
+  const [flowSchema, trainSchema] = [jobSchema.properties.flow, jobSchema.properties.training];
   const template = query.from ? await get(`/v1/jobs/${query.from}`) : null;
   const initial = { flow: template?.flow ?? {}, training: template?.training ?? {} };
   const wanted = query.dataset ?? template?.dataset_id;
