@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.db.base import utcnow
 from app.db.models import Checkpoint, Dataset, Job, Metric
 from flows import FlowConfig, TrainConfig
-from flows.data.builtin import BUILTIN_DATASETS, MAX_BUILTIN_COUNT
+from flows.data.builtin import BUILTIN_DATASETS
 
 # The largest value a query may bind to an SQL INTEGER (steps) or use as an OFFSET; larger ones
 # overflow in PostgreSQL, so they are refused as a 422 first.
@@ -87,9 +87,7 @@ class BuiltinDatasetIn(BaseModel):
         # Published as a list of choices; an unknown name is refused by the route with the list.
         json_schema_extra={"enum": list(BUILTIN_DATASETS)},
     )
-    n: int | None = Field(
-        None, ge=1, le=MAX_BUILTIN_COUNT, description="Number of items (default: the set's own)."
-    )
+    n: int | None = Field(None, ge=1, description="Number of items (default: the set's own).")
     seed: int = Field(0, ge=0, le=2**32 - 1)
 
 

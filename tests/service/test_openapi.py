@@ -14,7 +14,7 @@ import pytest
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 import app.api.routes
 from app.api.schemas import BuiltinDatasetIn, JobIn, SampleIn, ScoreIn
@@ -248,6 +248,9 @@ def test_schema_bounds_follow_the_settings(tmp_path: Any) -> None:
     # Above the library's own bound (FlowConfig.width <= 512), the library's stays.
     assert bound(document, by_setting["max_width"]) == 512
     assert bound(document, by_setting["max_samples"]) == 7
+    # Above what the library generates, a built-in set's size could not be the limit.
+    with pytest.raises(ValidationError, match="max_builtin_items"):
+        _settings(tmp_path, max_builtin_items=200_001)
 
 
 def test_only_requests_are_bounded(document: dict[str, Any]) -> None:
