@@ -51,6 +51,28 @@ JOB_FIELD_LIMITS = (
 )
 
 
+@dataclass(frozen=True)
+class SchemaLimit:
+    """In the OpenAPI component ``schema``, the property at dotted ``path`` gets ``keyword``
+    (``maximum`` or ``maxItems``) at most the value of setting ``setting``, so that the
+    published bounds are the ones the server enforces (see ``app.api.openapi``)."""
+
+    schema: str
+    path: str
+    setting: str
+    keyword: str = "maximum"
+
+
+# Every per-field limit a request is refused above; the routes check the last four themselves.
+SCHEMA_LIMITS = (
+    *(SchemaLimit("JobIn", limit.path, limit.setting) for limit in JOB_FIELD_LIMITS),
+    SchemaLimit("BuiltinDatasetIn", "n", "max_builtin_items"),
+    SchemaLimit("SampleIn", "n", "max_samples"),
+    SchemaLimit("ScoreIn", "inputs", "max_score_items", "maxItems"),
+    SchemaLimit("ScoreFilesIn", "files", "max_score_items", "maxItems"),
+)
+
+
 def variable(setting: str) -> str:
     """The environment variable of a setting: ``max_width`` -> ``EFNF_MAX_WIDTH``."""
     return f"EFNF_{setting.upper()}"

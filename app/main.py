@@ -7,11 +7,13 @@ from fastapi import Depends, FastAPI
 from app.api.auth import get_tenant, install_authentication
 from app.api.body_limit import RequestBodyLimitMiddleware
 from app.api.errors import install_error_handlers
+from app.api.openapi import install_limited_openapi
 from app.api.routes import datasets, health, jobs, models
 from app.api.schemas import ErrorOut
 from app.broker import create_celery
 from app.model_cache import ModelCache
 from app.settings import Settings, get_settings
+from app.web import PUBLIC_PATHS, PUBLIC_PREFIXES, install_web
 
 DESCRIPTION = """
 Density estimation and sampling with equivariant normalizing flows.
@@ -22,7 +24,8 @@ Upload or generate a data set, submit a training job, watch its progress, then s
 
 Every `/v1` route needs an API key, sent as `Authorization: Bearer <key>`; create one with
 `python -m app keys create --tenant <tenant>` (`python -m app serve` creates a first one). A key
-sees only its tenant's data sets, jobs and models.
+sees only its tenant's data sets, jobs and models. The dashboard at `/` signs in with a key and
+drives all of it from a browser.
 """
 
 AUTHENTICATED = {
@@ -43,8 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="efnf",
         version="0.1.0",
         description=DESCRIPTION,
-        docs_url="/docs",
-        redoc_url="/redoc",
+        # Served by app.web from this app's own files instead (FastAPI's use a CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.celery = create_celery(settings)
@@ -53,10 +57,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestBodyLimitMiddleware, settings=settings)
     # Added last, so outermost: a request without a valid key is refused before its body is
     # read, let alone measured.
-    install_authentication(app, settings.database_url)
+    install_authentication(app, settings.database_url, PUBLIC_PATHS, PUBLIC_PREFIXES)
     app.include_router(health.router)
     # On the routers too: the scheme and the 401 appear in OpenAPI for every operation.
     app.include_router(datasets.router, **AUTHENTICATED)
     app.include_router(jobs.router, **AUTHENTICATED)
     app.include_router(models.router, **AUTHENTICATED)
+    install_limited_openapi(app, settings, models.SCHEMA_COMPONENTS)
+    install_web(app)
     return app

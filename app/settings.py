@@ -68,7 +68,9 @@ class Settings(BaseSettings):
         description="Largest decompressed/compressed ratio of an archive entry, checked while "
         "it is decompressed (past its first MiB).",
     )
-    max_builtin_items: int = Field(100_000, ge=1)
+    # Bounded by flows.data.builtin.MAX_BUILTIN_COUNT (200,000), the most the library generates,
+    # so that this setting is the limit the API enforces (and publishes in its schema).
+    max_builtin_items: int = Field(100_000, ge=1, le=200_000)
     # Limits on jobs (app/limits.py): per config field, then on estimates from flows/cost.py.
     max_steps: int = Field(1_000_000, ge=1)
     max_width: int = Field(256, ge=1)

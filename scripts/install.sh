@@ -8,6 +8,16 @@
 # from pyproject.toml. On a CUDA machine, install the CUDA build of torch==2.13.0 first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The dashboard's browser test needs headless Chromium and its WebDriver (Debian packages). As
+# root (CI) they are installed when missing; elsewhere, say what to install.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "note: the browser test needs chromium and chromium-driver (apt-get install)" >&2
+    fi
+fi
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e ".[dev,experiments]"
 python -m pip install --quiet --no-deps "escnn==1.0.11"

@@ -1,12 +1,12 @@
 """Authentication: ``Authorization: Bearer <API key>`` names the tenant of a request.
 
-``ApiKeyMiddleware`` checks the key of every request except the public paths (health,
-readiness, the docs and the OpenAPI document) before anything else happens, so an
-unauthenticated client cannot make the service read, parse or validate a body. A missing or
-rejected key is a 401 with ``WWW-Authenticate: Bearer`` (RFC 6750) and a message saying what was
-wrong. The key is looked up in the database on every request (see ``app.db.api_keys``): no
-cache outlives a revocation. Routes read the tenant through ``get_tenant``, which also declares
-the scheme in OpenAPI and refuses a request the middleware did not authenticate.
+``ApiKeyMiddleware`` checks the key of every request except the public paths (health, readiness,
+the docs, the OpenAPI document, the dashboard page and its static files) before anything else
+happens, so an unauthenticated client cannot make the service read, parse or validate a body. A
+missing or rejected key is a 401 with ``WWW-Authenticate: Bearer`` (RFC 6750) and a message saying
+what was wrong. The key is looked up in the database on every request (see ``app.db.api_keys``): no
+cache outlives a revocation. Routes read the tenant through ``get_tenant``, which also declares the
+scheme in OpenAPI and refuses a request the middleware did not authenticate.
 """
 
 from __future__ import annotations
@@ -74,15 +74,26 @@ def tenant_of_key(database_url: str, key: str) -> str:
 
 
 class ApiKeyMiddleware:
-    """Refuses every HTTP request outside ``public_paths`` that has no valid API key."""
+    """Refuses every HTTP request outside ``public_paths`` (exact) and ``public_prefixes`` that
+    has no valid API key."""
 
-    def __init__(self, app: ASGIApp, database_url: str, public_paths: Iterable[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        database_url: str,
+        public_paths: Iterable[str],
+        public_prefixes: Iterable[str] = (),
+    ) -> None:
         self.app = app
         self.database_url = database_url
         self.public_paths = frozenset(public_paths)
+        self.public_prefixes = tuple(public_prefixes)
+
+    def is_public(self, path: str) -> bool:
+        return path in self.public_paths or path.startswith(self.public_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public_paths:
+        if scope["type"] != "http" or self.is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         try:
@@ -107,18 +118,20 @@ def get_tenant(
     return tenant
 
 
-def install_authentication(app: FastAPI, database_url: str) -> None:
-    """Puts every path of ``app`` but health, readiness and the docs behind an API key."""
-    public_paths = {
-        "/healthz",
-        "/readyz",
-        app.docs_url,
-        app.swagger_ui_oauth2_redirect_url,
-        app.redoc_url,
-        app.openapi_url,
-    }
+def install_authentication(
+    app: FastAPI,
+    database_url: str,
+    public_paths: Iterable[str] = (),
+    public_prefixes: Iterable[str] = (),
+) -> None:
+    """Puts every path of ``app`` behind an API key but health, readiness, the OpenAPI document
+    and ``public_paths`` / ``public_prefixes`` (the pages and their static files)."""
+    public = {"/healthz", "/readyz", app.openapi_url, *public_paths}
     app.add_middleware(
-        ApiKeyMiddleware, database_url=database_url, public_paths=public_paths - {None}
+        ApiKeyMiddleware,
+        database_url=database_url,
+        public_paths=public - {None},
+        public_prefixes=public_prefixes,
     )
 
     @app.exception_handler(Unauthorized)

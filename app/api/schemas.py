@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.db.base import utcnow
 from app.db.models import Checkpoint, Dataset, Job, Metric
 from flows import FlowConfig, TrainConfig
+from flows.data.builtin import BUILTIN_DATASETS
 
 # The largest value a query may bind to an SQL INTEGER (steps) or use as an OFFSET; larger ones
 # overflow in PostgreSQL, so they are refused as a 422 first.
@@ -80,9 +81,23 @@ class DatasetList(BaseModel):
 class BuiltinDatasetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="A built-in data set, e.g. eight_gaussians, rings, digits.")
+    name: str = Field(
+        description="A built-in data set: "
+        + "; ".join(f"{name} ({spec.description})" for name, spec in BUILTIN_DATASETS.items()),
+        # Published as a list of choices; an unknown name is refused by the route with the list.
+        json_schema_extra={"enum": list(BUILTIN_DATASETS)},
+    )
     n: int | None = Field(None, ge=1, description="Number of items (default: the set's own).")
     seed: int = Field(0, ge=0, le=2**32 - 1)
+
+
+BUILTIN_EXAMPLES = {
+    "points": {
+        "summary": "A 2-D toy density",
+        "value": {"name": "eight_gaussians", "n": 4096, "seed": 0},
+    },
+    "images": {"summary": "8x8 handwritten digits", "value": {"name": "digits"}},
+}
 
 
 class JobIn(BaseModel):
@@ -91,6 +106,36 @@ class JobIn(BaseModel):
     dataset_id: str
     flow: FlowConfig
     training: TrainConfig = Field(default_factory=TrainConfig)
+
+
+JOB_EXAMPLES = {
+    "points": {
+        "summary": "A C8-invariant residual flow on 2-D points",
+        "description": "For a points data set such as the built-in `eight_gaussians`; put the "
+        "data set's id in `dataset_id`.",
+        "value": {
+            "dataset_id": "ds_0123456789abcdef",
+            "flow": {"family": "residual", "group": "C8", "data_shape": [2], "width": 16},
+            "training": {"steps": 2000, "batch_size": 256, "learning_rate": 0.003},
+        },
+    },
+    "images": {
+        "summary": "A D4-equivariant coupling flow on 8x8 images",
+        "description": "For 1-channel 8x8 images such as the built-in `digits` (a checkerboard "
+        "split, since one channel cannot be split into fields).",
+        "value": {
+            "dataset_id": "ds_0123456789abcdef",
+            "flow": {
+                "family": "coupling",
+                "coupling_split": "checkerboard",
+                "group": "D4",
+                "data_shape": [1, 8, 8],
+                "width": 8,
+            },
+            "training": {"steps": 3000, "batch_size": 64},
+        },
+    },
+}
 
 
 class JobOut(BaseModel):
@@ -227,6 +272,19 @@ class ScoreIn(BaseModel):
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the estimator's probes.")
 
 
+SCORE_EXAMPLES = {
+    "points": {
+        "summary": "Three 2-D points",
+        "value": {"inputs": [[0.0, 4.0], [2.83, 2.83], [0.0, 0.0]]},
+    },
+    "images": {
+        "summary": "One 1x2x2 image of 8-bit levels, estimated log-det",
+        "description": "Integers are 8-bit levels; the image must have the model's shape.",
+        "value": {"inputs": [[[[0, 255], [255, 0]]]], "method": "estimate", "seed": 1},
+    },
+}
+
+
 class ScoreOut(BaseModel):
     model_id: str
     checkpoint_id: str
@@ -257,6 +315,15 @@ class SampleIn(BaseModel):
     format: Literal["json", "npy", "png"] = Field(
         "json", description="json: arrays; npy: a NumPy file; png: a grid image or a scatter."
     )
+
+
+SAMPLE_EXAMPLES = {
+    "json": {"summary": "64 samples as JSON", "value": {"n": 64, "seed": 0}},
+    "png": {
+        "summary": "A picture of 256 samples at a lower temperature",
+        "value": {"n": 256, "seed": 1, "temperature": 0.8, "format": "png"},
+    },
+}
 
 
 class SamplesOut(BaseModel):

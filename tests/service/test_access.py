@@ -35,6 +35,8 @@ from tests.service.test_openapi import EXPECTED
 pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
 
 PUBLIC_PATHS = ["/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"]
+# The dashboard's page and its files hold no data: the page asks for a key in the browser.
+PUBLIC_PAGES = ["/", "/static/dashboard/js/main.js", "/static/vendor/uplot/LICENSE"]
 PROTECTED = sorted(operation for operation in EXPECTED if operation[1] not in PUBLIC_PATHS)
 UNKNOWN_KEY = "efnf_0123456789abcdef_" + "A" * 43
 
@@ -84,9 +86,19 @@ def test_openapi_declares_the_key_on_every_protected_operation(stack: Stack) -> 
         assert ("401" in operation["responses"]) == secured, (method, path)
 
 
-@pytest.mark.parametrize("path", PUBLIC_PATHS)
+@pytest.mark.parametrize("path", PUBLIC_PATHS + PUBLIC_PAGES)
 def test_public_paths_need_no_key(stack: Stack, path: str) -> None:
     assert stack.anonymous_client().get(path).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/static/../v1/datasets", "/static/%2e%2e/v1/datasets", "/static/../../app/main.py"]
+)
+def test_the_static_prefix_reaches_no_route_and_no_other_file(
+    anonymous_client: TestClient, path: str
+) -> None:
+    response = anonymous_client.get(path)
+    assert response.status_code in (401, 404), (response.status_code, response.text[:200])
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED, ids=[" ".join(op) for op in PROTECTED])

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Body, File, Form, Query, Response, UploadFile
 
 from app.api.deps import OwnerDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, not_found
 from app.api.schemas import (
+    BUILTIN_EXAMPLES,
     LARGEST_SQL_INTEGER,
     BuiltinDatasetIn,
     DatasetList,
@@ -79,7 +80,19 @@ def _store(
     return row
 
 
-@router.post("", status_code=201, response_model=DatasetOut, responses=ERRORS)
+UPLOAD_EXAMPLE = {"file": "points.npy", "name": "my points"}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetOut,
+    responses=ERRORS,
+    summary="Upload a data set",
+    openapi_extra={
+        "requestBody": {"content": {"multipart/form-data": {"example": UPLOAD_EXAMPLE}}}
+    },
+)
 def upload_dataset(
     session: SessionDep,
     settings: SettingsDep,
@@ -91,7 +104,12 @@ def upload_dataset(
         str | None, Form(max_length=200, description="Default: the file name.")
     ] = None,
 ) -> DatasetOut:
-    """Uploads a data set file; it is parsed, validated and stored as one normalised array."""
+    """Uploads a data set file; it is parsed, validated and stored as one normalised array.
+
+    Points: a `.npy` or `.npz` array of shape (N, D), or a `.csv` of numbers (one row each).
+    Images: a `.zip` of PNG files of one size (grayscale or RGB). Limits: file size
+    (`EFNF_MAX_UPLOAD_BYTES`), items (`EFNF_MAX_DATASET_ITEMS`), image side, archive entries.
+    """
     filename = file.filename or ""
     content = _read_upload(file, settings.max_upload_bytes)
     try:
@@ -102,11 +120,23 @@ def upload_dataset(
     return DatasetOut.from_row(row)
 
 
-@router.post("/builtin", status_code=201, response_model=DatasetOut, responses=ERRORS)
+@router.post(
+    "/builtin",
+    status_code=201,
+    response_model=DatasetOut,
+    responses=ERRORS,
+    summary="Generate a built-in data set",
+)
 def create_builtin_dataset(
-    body: BuiltinDatasetIn, session: SessionDep, settings: SettingsDep, owner: OwnerDep
+    body: Annotated[BuiltinDatasetIn, Body(openapi_examples=BUILTIN_EXAMPLES)],
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
 ) -> DatasetOut:
-    """Generates one of the built-in data sets (toy 2-D densities, small image sets)."""
+    """Generates one of the built-in data sets (toy 2-D densities, small image sets).
+
+    The same name, `n` and `seed` give the same data; `n` defaults to the set's own size.
+    """
     if body.name not in BUILTIN_DATASETS:
         raise ApiError(
             422,
@@ -129,7 +159,7 @@ def create_builtin_dataset(
     return DatasetOut.from_row(row)
 
 
-@router.get("", response_model=DatasetList)
+@router.get("", response_model=DatasetList, summary="List data sets")
 def list_datasets(
     session: SessionDep,
     settings: SettingsDep,
@@ -137,6 +167,7 @@ def list_datasets(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=LARGEST_SQL_INTEGER)] = 0,
 ) -> DatasetList:
+    """The tenant's data sets, newest first; `limit` is capped at `EFNF_PAGE_SIZE_MAX`."""
     limit = min(limit, settings.page_size_max)
     rows = crud.list_datasets(session, owner, limit, offset)
     return DatasetList(
@@ -151,12 +182,13 @@ def _dataset_or_404(session: SessionDep, owner: str, dataset_id: str) -> Dataset
     return row
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut, responses=ERRORS)
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=ERRORS, summary="Get a data set")
 def get_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> DatasetOut:
+    """The data set's kind, item shape, count, checksum and where it came from."""
     return DatasetOut.from_row(_dataset_or_404(session, owner, dataset_id))
 
 
-@router.delete("/{dataset_id}", status_code=204, responses=ERRORS)
+@router.delete("/{dataset_id}", status_code=204, responses=ERRORS, summary="Delete a data set")
 def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """Deletes a data set; refused (409) while a queued or running job uses it."""
     crud.delete_dataset(session, _dataset_or_404(session, owner, dataset_id))
@@ -168,6 +200,7 @@ def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Res
     "/{dataset_id}/preview.png",
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, **ERRORS},
+    summary="Preview a data set as a picture",
 )
 def preview_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """A picture of the data: a grid of the first images, or a scatter plot of the points."""

@@ -15,8 +15,9 @@ from app.db.session import get_engine
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=HealthOut)
+@router.get("/healthz", response_model=HealthOut, summary="Liveness")
 def healthz() -> HealthOut:
+    """Answers as long as the process serves requests; checks nothing else (no key needed)."""
     return HealthOut()
 
 
@@ -26,9 +27,14 @@ def _database_revision(database_url: str) -> str | None:
         return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-@router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
+@router.get(
+    "/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, summary="Readiness"
+)
 async def readyz(settings: SettingsDep, celery: CeleryDep) -> JSONResponse:
-    """Ready when the database (migrated) and the broker both answer; 503 otherwise."""
+    """Ready when the database (migrated) and the broker both answer; 503 otherwise.
+
+    Also reports the schema revision and the number of queued training messages (no key needed).
+    """
     ready = ReadyOut(status="ready", database="ok", broker="ok")
     try:
         ready.schema_revision = await run_in_threadpool(_database_revision, settings.database_url)

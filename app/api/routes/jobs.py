@@ -6,11 +6,12 @@ import logging
 import re
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 
 from app.api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, not_found
 from app.api.schemas import (
+    JOB_EXAMPLES,
     LARGEST_SQL_INTEGER,
     ErrorOut,
     JobIn,
@@ -44,16 +45,24 @@ def _validate_against_dataset(session: SessionDep, owner: str, body: JobIn) -> N
         raise ApiError(422, str(error), match.group(1) if match else "flow") from error
 
 
-@router.post("", status_code=202, response_model=JobOut, responses=ERRORS)
+@router.post(
+    "", status_code=202, response_model=JobOut, responses=ERRORS, summary="Submit a training job"
+)
 def submit_job(
-    body: JobIn,
+    body: Annotated[JobIn, Body(openapi_examples=JOB_EXAMPLES)],
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
     owner: OwnerDep,
     celery: CeleryDep,
 ) -> JobOut:
-    """Queues a training job; the flow config is checked against the data set first."""
+    """Queues a training job; the flow config is checked against the data set first.
+
+    Refused (422, naming the field) when a config is invalid, does not fit the data set's kind
+    and shape, or is over one of this service's limits: the bounds published in this schema
+    (`EFNF_MAX_STEPS`, `EFNF_MAX_BATCH_SIZE`, ...) and estimates of the run's memory and work.
+    The answer is the queued job; poll `GET /v1/jobs/{job_id}` for its progress.
+    """
     limit_errors = job_limit_errors(body.flow, body.training, settings)
     if limit_errors:
         first = limit_errors[0]
@@ -80,7 +89,7 @@ def submit_job(
     return JobOut.from_row(job)
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList, summary="List jobs")
 def list_jobs(
     session: SessionDep,
     settings: SettingsDep,
@@ -90,6 +99,7 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=LARGEST_SQL_INTEGER)] = 0,
 ) -> JobList:
+    """The tenant's jobs, newest first, optionally of one state or one data set."""
     limit = min(limit, settings.page_size_max)
     rows = crud.list_jobs(session, owner, limit, offset, state=state, dataset_id=dataset_id)
     return JobList(items=[JobOut.from_row(row) for row in rows], limit=limit, offset=offset)
@@ -102,13 +112,18 @@ def _job_or_404(session: SessionDep, owner: str, job_id: str) -> Job:
     return job
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
+@router.get("/{job_id}", response_model=JobOut, responses=ERRORS, summary="Get a job")
 def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
     """State, step/total, progress %, ETA, latest metrics and the error reason, if any."""
     return JobOut.from_row(_job_or_404(session, owner, job_id))
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsOut, responses=ERRORS)
+@router.get(
+    "/{job_id}/metrics",
+    response_model=MetricsOut,
+    responses=ERRORS,
+    summary="Get a job's metric history",
+)
 def get_job_metrics(
     job_id: str,
     session: SessionDep,
@@ -118,13 +133,23 @@ def get_job_metrics(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> MetricsOut:
-    """The metric history by step (ascending); page with ``after_step``."""
+    """The metric history by step (ascending); page with ``after_step``.
+
+    Each point has the training loss, `nll` (points) or `bpd` (images), the learning rate, the
+    gradient norm, examples/s and the validation metric (`val_nll` or `val_bpd`).
+    """
     job = _job_or_404(session, owner, job_id)
     rows = crud.list_metrics(session, job.id, after_step, limit)
     return MetricsOut(job_id=job.id, items=[MetricPoint.from_row(row) for row in rows])
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut, responses=ERRORS)
+@router.post(
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=JobOut,
+    responses=ERRORS,
+    summary="Cancel a job",
+)
 def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
     """Cancels a queued job at once, or asks the worker to stop a running one (it checkpoints)."""
     job = crud.request_cancel(session, _job_or_404(session, owner, job_id))

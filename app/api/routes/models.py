@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
 from app.api.deps import ModelCacheDep, OwnerDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, PydanticBodyError, not_found
-from app.api.schemas import ErrorOut, ModelOut, SampleIn, SamplesOut, ScoreIn, ScoreOut
+from app.api.schemas import (
+    SAMPLE_EXAMPLES,
+    SCORE_EXAMPLES,
+    ErrorOut,
+    ModelOut,
+    SampleIn,
+    SamplesOut,
+    ScoreIn,
+    ScoreOut,
+)
 from app.db import crud
 from app.db.blobs import clean_metrics
 from app.db.models import Checkpoint, Job
@@ -51,24 +60,33 @@ class ScoreForm(BaseModel):
     seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
+SCORE_FILES_SCHEMA = {
+    "title": "ScoreFilesIn",
+    "type": "object",
+    "required": ["files"],
+    "properties": {
+        "files": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "minItems": 1,
+            "description": "PNG images of the model's size, one item each.",
+        },
+        **ScoreForm.model_json_schema()["properties"],
+    },
+}
+# The body is parsed by hand (JSON or a form), so FastAPI does not publish these two schemas:
+# app.main adds them as components, where app.api.openapi bounds them like the others.
+SCHEMA_COMPONENTS = {"ScoreIn": ScoreIn.model_json_schema(), "ScoreFilesIn": SCORE_FILES_SCHEMA}
 SCORE_REQUEST_BODY = {
     "required": True,
     "content": {
-        "application/json": {"schema": ScoreIn.model_json_schema()},
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/ScoreIn"},
+            "examples": SCORE_EXAMPLES,
+        },
         "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["files"],
-                "properties": {
-                    "files": {
-                        "type": "array",
-                        "items": {"type": "string", "format": "binary"},
-                        "description": "PNG images of the model's size, one item each.",
-                    },
-                    "method": {"type": "string", "enum": ["auto", "exact", "estimate"]},
-                    "seed": {"type": "integer", "minimum": 0},
-                },
-            }
+            "schema": {"$ref": "#/components/schemas/ScoreFilesIn"},
+            "example": {"files": ["digit0.png", "digit1.png"], "method": "auto", "seed": 0},
         },
     },
 }
@@ -119,11 +137,14 @@ def _resolve(session: Session, owner: str, model_id: str, cache: ModelCache) -> 
     return ResolvedModel(job, checkpoint, loaded)
 
 
-@router.get("/{model_id}", response_model=ModelOut, responses=ERRORS)
+@router.get("/{model_id}", response_model=ModelOut, responses=ERRORS, summary="Get a model")
 def get_model(
     model_id: str, session: SessionDep, owner: OwnerDep, cache: ModelCacheDep
 ) -> ModelOut:
-    """The model's configuration, training step and metrics of its checkpoint."""
+    """The model's configuration, training step and metrics of its checkpoint.
+
+    A model's id is its job's id: the newest checkpoint while the job runs, the final one after.
+    """
     model = _resolve(session, owner, model_id, cache)
     info = model.loaded.info
     return ModelOut.from_rows(
@@ -202,6 +223,7 @@ async def _score_request_from_form(request: Request, settings: Settings) -> Scor
     response_model=ScoreOut,
     responses=ERRORS,
     openapi_extra={"requestBody": SCORE_REQUEST_BODY},
+    summary="Score a batch (log-likelihood, bits/dim)",
 )
 async def log_prob(
     model_id: str,
@@ -246,10 +268,11 @@ async def log_prob(
         },
         **ERRORS,
     },
+    summary="Draw samples",
 )
 def samples(
     model_id: str,
-    body: SampleIn,
+    body: Annotated[SampleIn, Body(openapi_examples=SAMPLE_EXAMPLES)],
     session: SessionDep,
     settings: SettingsDep,
     owner: OwnerDep,
@@ -299,6 +322,7 @@ def samples(
     "/{model_id}/checkpoint",
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS},
+    summary="Download the weights",
 )
 def download_checkpoint(model_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """The weights as one safetensors file; the flow and training configs are in its metadata."""
