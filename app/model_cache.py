@@ -60,6 +60,12 @@ class ModelCache:
                     self._entries.popitem(last=False)
             return model
 
+    def discard(self, checkpoint_ids: list[str]) -> None:
+        """Forgets these checkpoints (their job was deleted); unknown ids are ignored."""
+        with self._lock:
+            for checkpoint_id in checkpoint_ids:
+                self._entries.pop(checkpoint_id, None)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)

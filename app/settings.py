@@ -118,7 +118,11 @@ class Settings(BaseSettings):
 
     # Jobs, heartbeats and the reaper.
     max_attempts: int = Field(3, ge=1, description="Claims of a job before it is failed.")
-    heartbeat_interval_s: float = Field(5.0, gt=0, description="Worker heartbeat period.")
+    heartbeat_interval_s: float = Field(
+        2.0,
+        gt=0,
+        description="Worker heartbeat period; each beat also writes the job's step and speed.",
+    )
     heartbeat_timeout_s: float = Field(
         120.0, gt=0, description="A running job whose heartbeat is older is re-queued."
     )

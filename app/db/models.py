@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -76,6 +77,8 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attempt_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attempt_start_step: Mapped[int] = mapped_column(Integer, default=0)
+    # Smoothed training speed of the current attempt, written with each heartbeat.
+    steps_per_second: Mapped[float | None] = mapped_column(Float, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 

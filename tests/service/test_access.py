@@ -46,6 +46,7 @@ OBJECT_OPERATIONS = [
     ("GET", "/v1/jobs/{job_id}", None),
     ("GET", "/v1/jobs/{job_id}/metrics", None),
     ("POST", "/v1/jobs/{job_id}/cancel", None),
+    ("DELETE", "/v1/jobs/{job_id}", None),
     ("GET", "/v1/models/{model_id}", None),
     ("POST", "/v1/models/{model_id}/log-prob", {"inputs": [[0.5, -0.5]], "method": "exact"}),
     ("POST", "/v1/models/{model_id}/samples", {"n": 2, "seed": 1}),

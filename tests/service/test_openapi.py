@@ -30,6 +30,8 @@ EXPECTED = {
     ("GET", "/v1/jobs/{job_id}"),
     ("GET", "/v1/jobs/{job_id}/metrics"),
     ("POST", "/v1/jobs/{job_id}/cancel"),
+    ("DELETE", "/v1/jobs/{job_id}"),
+    ("GET", "/v1/models"),
     ("GET", "/v1/models/{model_id}"),
     ("POST", "/v1/models/{model_id}/log-prob"),
     ("POST", "/v1/models/{model_id}/samples"),

@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
 from app.api.deps import ModelCacheDep, OwnerDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, PydanticBodyError, not_found
-from app.api.schemas import ErrorOut, ModelOut, SampleIn, SamplesOut, ScoreIn, ScoreOut
+from app.api.schemas import (
+    LARGEST_SQL_INTEGER,
+    ErrorOut,
+    ModelList,
+    ModelOut,
+    SampleIn,
+    SamplesOut,
+    ScoreIn,
+    ScoreOut,
+)
 from app.db import crud
 from app.db.blobs import clean_metrics
 from app.db.models import Checkpoint, Job
@@ -28,6 +37,7 @@ from app.limits import check_sample_request, check_score_request
 from app.model_cache import LoadedModel, ModelCache
 from app.previews import preview_png
 from app.settings import Settings
+from flows import FlowConfig, TrainConfig
 from flows.data import DataError
 from flows.errors import InverseNotConverged
 from flows.scoring import sample_array, score
@@ -117,6 +127,35 @@ def _resolve(session: Session, owner: str, model_id: str, cache: ModelCache) -> 
     job, checkpoint = _newest_checkpoint(session, owner, model_id)
     loaded = cache.get(checkpoint.id, lambda: _checkpoint_blob(session, checkpoint))
     return ResolvedModel(job, checkpoint, loaded)
+
+
+@router.get("", response_model=ModelList)
+def list_models(
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=LARGEST_SQL_INTEGER)] = 0,
+) -> ModelList:
+    """The tenant's models: its succeeded jobs with their final checkpoint, newest first.
+
+    Each item is what ``GET /v1/models/{id}`` returns, read from the job's row (its final
+    metrics are the checkpoint's) without loading the model.
+    """
+    limit = min(limit, settings.page_size_max)
+    items = [
+        ModelOut.from_rows(
+            job,
+            checkpoint,
+            FlowConfig.model_validate(job.flow_config),
+            TrainConfig.model_validate(job.train_config),
+            clean_metrics(job.latest_metrics or {}),
+        )
+        for job, checkpoint in crud.list_models(session, owner, limit, offset)
+    ]
+    return ModelList(
+        items=items, total=crud.count_models(session, owner), limit=limit, offset=offset
+    )
 
 
 @router.get("/{model_id}", response_model=ModelOut, responses=ERRORS)
