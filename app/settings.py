@@ -115,6 +115,11 @@ class Settings(BaseSettings):
         1e11, gt=0, description="Most estimated feature values computed for one scoring request."
     )
     page_size_max: int = Field(200, ge=1)
+    metrics_enabled: bool = Field(
+        True,
+        description="Serve Prometheus metrics at GET /metrics without an API key (like "
+        "/healthz); false: no /metrics at all (it is then an unknown path, behind the key).",
+    )
 
     # Jobs, heartbeats and the reaper.
     max_attempts: int = Field(3, ge=1, description="Claims of a job before it is failed.")

@@ -107,9 +107,13 @@ def get_tenant(
     return tenant
 
 
-def install_authentication(app: FastAPI, database_url: str) -> None:
-    """Puts every path of ``app`` but health, readiness and the docs behind an API key."""
+def install_authentication(
+    app: FastAPI, database_url: str, extra_public_paths: Iterable[str] = ()
+) -> None:
+    """Puts every path of ``app`` but health, readiness, the docs (and ``extra_public_paths``,
+    e.g. ``/metrics``) behind an API key."""
     public_paths = {
+        *extra_public_paths,
         "/healthz",
         "/readyz",
         app.docs_url,

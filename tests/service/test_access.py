@@ -34,7 +34,15 @@ from tests.service.test_openapi import EXPECTED
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
 
-PUBLIC_PATHS = ["/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"]
+PUBLIC_PATHS = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+]
 PROTECTED = sorted(operation for operation in EXPECTED if operation[1] not in PUBLIC_PATHS)
 UNKNOWN_KEY = "efnf_0123456789abcdef_" + "A" * 43
 

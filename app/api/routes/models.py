@@ -7,6 +7,7 @@ checkpoint, and once it has finished, its final one.
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -16,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
-from app.api.deps import ModelCacheDep, OwnerDep, SessionDep, SettingsDep
+from app.api.deps import MetricsDep, ModelCacheDep, OwnerDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, PydanticBodyError, not_found
 from app.api.schemas import (
     LARGEST_SQL_INTEGER,
@@ -34,6 +35,7 @@ from app.db.models import Checkpoint, Job
 from app.db.session import session_factory
 from app.inputs import json_batch, png_batch
 from app.limits import check_sample_request, check_score_request
+from app.metrics import ServiceMetrics
 from app.model_cache import LoadedModel, ModelCache
 from app.previews import preview_png
 from app.settings import Settings
@@ -182,6 +184,7 @@ def _score(
     settings: Settings,
     owner: str,
     cache: ModelCache,
+    metrics: ServiceMetrics,
     model_id: str,
     request: ScoreRequest,
 ) -> ScoreOut:
@@ -196,7 +199,10 @@ def _score(
         else:
             batch = json_batch(request.inputs)
         with model.loaded.lock:
+            started = time.perf_counter()
             result = score(model.loaded.flow, batch, method=request.method, seed=request.seed)
+            metrics.scoring_seconds.inc(time.perf_counter() - started)
+        metrics.scored_items.inc(len(result.log_prob))
     except DataError as error:
         message = str(error)
         if not message.startswith(field):
@@ -248,6 +254,7 @@ async def log_prob(
     settings: SettingsDep,
     owner: OwnerDep,
     cache: ModelCacheDep,
+    metrics: MetricsDep,
 ) -> ScoreOut:
     """Scores a batch: JSON ``{"inputs": [...]}`` or multipart PNG ``files``.
 
@@ -272,7 +279,9 @@ async def log_prob(
             "(EFNF_MAX_SCORE_ITEMS)",
             field,
         )
-    return await run_in_threadpool(_score, settings, owner, cache, model_id, score_request)
+    return await run_in_threadpool(
+        _score, settings, owner, cache, metrics, model_id, score_request
+    )
 
 
 @router.post(
@@ -293,6 +302,7 @@ def samples(
     settings: SettingsDep,
     owner: OwnerDep,
     cache: ModelCacheDep,
+    metrics: MetricsDep,
 ) -> Any:
     """Draws ``n`` samples as JSON, a NumPy ``.npy`` file, or a PNG (image grid / scatter)."""
     if body.n > settings.max_samples:
@@ -304,9 +314,12 @@ def samples(
     check_sample_request(model.loaded.info.flow_config, body.n, settings)
     try:
         with model.loaded.lock:
+            started = time.perf_counter()
             array = sample_array(
                 model.loaded.flow, body.n, seed=body.seed, temperature=body.temperature
             )
+            metrics.sampling_seconds.inc(time.perf_counter() - started)
+        metrics.sampled_items.inc(len(array))
     except InverseNotConverged as error:
         raise ApiError(
             422, f"temperature {body.temperature}: sampling failed, {error}", "temperature"
