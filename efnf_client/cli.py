@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import click
 import numpy as np
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
@@ -31,6 +32,7 @@ from efnf_client.config import ConfigError, resolve_connection
 
 F = TypeVar("F", bound=Callable[..., Any])
 POINT_SUFFIXES = (".npy", ".npz", ".csv", ".json")
+TABLE_BOX = box.SIMPLE_HEAD
 
 out = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160, highlight=False)
@@ -117,12 +119,19 @@ def datasets() -> None:
 
 def _dataset_table(items: Sequence[dict[str, Any]], total: int | None = None) -> None:
     title = None if total is None else f"{len(items)} of {total} data set(s)"
-    table = Table("id", "name", "kind", "shape", "count", "created", title=title)
+    table = Table("id", "name", "kind", "shape", "count", "created", title=title, box=TABLE_BOX)
     for item in items:
         shape = "x".join(str(side) for side in item["shape"])
         created = item["created_at"][:19].replace("T", " ")
         table.add_row(item["id"], item["name"], item["kind"], shape, str(item["count"]), created)
     out.print(table)
+
+
+def _created(dataset: dict[str, Any]) -> None:
+    out.print(
+        f"created {dataset['id']} ({dataset['name']!r}): {dataset['count']} {dataset['kind']} "
+        f"of shape {dataset['shape']}"
+    )
 
 
 @datasets.command("upload")
@@ -133,7 +142,7 @@ def _dataset_table(items: Sequence[dict[str, Any]], total: int | None = None) ->
 def datasets_upload(context: click.Context, file: Path, name: str | None, as_json: bool) -> None:
     """Upload FILE: .npy, .npz or .csv of points, or a .zip of PNG images."""
     dataset = _client(context).upload_dataset(file, name=name)
-    _print_json(dataset) if as_json else _dataset_table([dataset])
+    _print_json(dataset) if as_json else _created(dataset)
 
 
 @datasets.command("builtin")
@@ -147,7 +156,7 @@ def datasets_builtin(
 ) -> None:
     """Generate the built-in data set NAME (eight_gaussians, rings, digits, ...)."""
     dataset = _client(context).create_builtin_dataset(name, n=count, seed=seed)
-    _print_json(dataset) if as_json else _dataset_table([dataset])
+    _print_json(dataset) if as_json else _created(dataset)
 
 
 @datasets.command("list")
@@ -229,7 +238,9 @@ def _job_line(job: dict[str, Any]) -> str:
 
 def _jobs_table(items: Sequence[dict[str, Any]], total: int | None = None) -> None:
     title = None if total is None else f"{len(items)} of {total} job(s)"
-    table = Table("id", "state", "step", "progress", "loss", "ETA", "dataset", title=title)
+    table = Table(
+        "id", "state", "step", "progress", "loss", "ETA", "dataset", title=title, box=TABLE_BOX
+    )
     for job in items:
         loss = (job.get("latest_metrics") or {}).get("loss")
         table.add_row(
@@ -466,6 +477,7 @@ def models_list(context: click.Context, limit: int, offset: int, as_json: bool) 
         "step",
         "metrics",
         title=f"{len(page['items'])} of {page['total']} model(s)",
+        box=TABLE_BOX,
     )
     for model in page["items"]:
         shown = {k: v for k, v in model["metrics"].items() if k.startswith(("val_", "nll", "bpd"))}
@@ -501,6 +513,13 @@ def _read_points(path: Path) -> list[Any]:
         raise click.BadParameter(f"{path}: {error}", param_hint="FILES") from error
 
 
+def _item_label(item: Any, index: int) -> str:
+    """A point as ``[x, y]``; anything larger (an image) by its index."""
+    if isinstance(item, list) and len(item) <= 8 and all(isinstance(v, int | float) for v in item):
+        return "[" + ", ".join(f"{value:g}" for value in item) + "]"
+    return str(index)
+
+
 @models.command("score")
 @click.argument("model_id")
 @click.argument(
@@ -534,7 +553,7 @@ def models_score(
             raise click.BadParameter(f"{unknown[0]}: expected .png, {', '.join(POINT_SUFFIXES)}")
         inputs = [point for path in files for point in _read_points(path)]
         scores = client.score(model_id, inputs, method=method, seed=seed)  # type: ignore[arg-type]
-        labels = [str(index) for index in range(len(inputs))]
+        labels = [_item_label(item, index) for index, item in enumerate(inputs)]
     if as_json:
         _print_json(scores)
         return
@@ -544,7 +563,8 @@ def models_score(
         columns.append("stderr")
     if scores["bits_per_dim"] is not None:
         columns.append("bits/dim")
-    table = Table(*columns, title=f"{model_id} step {scores['step']}, {scores['method']}")
+    out.print(f"{model_id} at step {scores['step']}, {scores['method']} log-likelihood")
+    table = Table(*columns, box=TABLE_BOX)
     for index, label in enumerate(labels):
         row = [label, f"{scores['log_prob'][index]:.4f}"]
         if scores["stderr"] is not None:
