@@ -223,12 +223,17 @@ def _json_object(value: str | None, option: str) -> dict[str, Any]:
     return parsed
 
 
+def _loss(job: dict[str, Any]) -> float | None:
+    """The loss to show: the recent steps' while running, else the last metric step's."""
+    live = job.get("live_loss")
+    return live if live is not None else (job.get("latest_metrics") or {}).get("loss")
+
+
 def _job_line(job: dict[str, Any]) -> str:
-    metrics = job.get("latest_metrics") or {}
     parts = [
         f"{job['id']} {job['state']}",
         f"step {job['step']}/{job['total_steps']} ({job['progress']:.1f}%)",
-        f"loss {_format_number(metrics.get('loss'))}",
+        f"loss {_format_number(_loss(job))}",
         f"ETA {_format_seconds(job.get('eta_seconds'))}",
     ]
     if job.get("steps_per_second"):
@@ -242,7 +247,7 @@ def _jobs_table(items: Sequence[dict[str, Any]], total: int | None = None) -> No
         "id", "state", "step", "progress", "loss", "ETA", "dataset", title=title, box=TABLE_BOX
     )
     for job in items:
-        loss = (job.get("latest_metrics") or {}).get("loss")
+        loss = _loss(job)
         table.add_row(
             job["id"],
             job["state"],
@@ -395,13 +400,12 @@ def _watch_with_bar(client: Client, first: dict[str, Any], interval_s: float) ->
         )
         job = first
         for job in client.follow_job(first["id"], interval_s):
-            metrics = job.get("latest_metrics") or {}
             speed = job.get("steps_per_second")
             progress.update(
                 task,
                 completed=job["step"],
                 description=f"{job['id']} {job['state']}",
-                loss=_format_number(metrics.get("loss")),
+                loss=_format_number(_loss(job)),
                 eta=_format_seconds(job.get("eta_seconds")),
                 speed=f"{speed:.1f} steps/s" if speed else "",
             )

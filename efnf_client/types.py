@@ -30,6 +30,7 @@ class Job(TypedDict):
     eta_seconds: float | None
     steps_per_second: float | None
     examples_per_second: float | None
+    live_loss: float | None
     attempts: int
     cancel_requested: bool
     error: str | None

@@ -1,5 +1,6 @@
 """The worker's smoothed speed (worker/progress.py): exact on a steady loop, the EMA's α on a
-change of pace, independent of the sampling period, and reset by a rewind."""
+change of pace, independent of the sampling period, and reset by a rewind; and the window mean
+of the loss between two heartbeats."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 
 import pytest
 
-from worker.progress import StepRate
+from worker.progress import StepRate, WindowMean
 
 
 class Clock:
@@ -80,3 +81,14 @@ def test_a_rewind_restarts_the_measurement_and_a_bad_constant_is_refused() -> No
     assert rate.sample() == (16, pytest.approx(3.0))
     with pytest.raises(ValueError, match="time_constant_s"):
         StepRate(time_constant_s=0.0)
+
+
+def test_the_window_mean_covers_the_finite_values_since_the_last_take() -> None:
+    window = WindowMean()
+    assert window.take() is None
+    for value in (1.0, 2.0, math.nan, 6.0, math.inf):
+        window.add(value)
+    assert window.take() == pytest.approx(3.0)
+    assert window.take() is None
+    window.add(-0.5)
+    assert window.take() == -0.5

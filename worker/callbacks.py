@@ -64,7 +64,7 @@ class JobCallbacks(TrainCallbacks):
             self._heartbeat.request_stop("lost")
 
     def on_step(self, step: int, loss: float) -> None:
-        self._heartbeat.report_step(step)
+        self._heartbeat.report_step(step, loss)
 
     def should_stop(self) -> bool:
         self._heartbeat.mark_progress()

@@ -1,4 +1,5 @@
-"""A training loop's speed, smoothed so that an ETA computed from it does not jump about.
+"""A training loop's speed, smoothed so that an ETA computed from it does not jump about, and
+its recent loss (:class:`WindowMean`), so that the loss shown moves between metric steps.
 
 Between two observations ``(t₀, s₀)`` and ``(t₁, s₁)`` the instantaneous rate is
 ``r = (s₁ - s₀) / (t₁ - t₀)`` steps per second. The smoothed rate is an exponential moving
@@ -64,3 +65,31 @@ class StepRate:
                     self._rate += alpha * (instant - self._rate)
                 self._sampled_step, self._sampled_at = step, step_at
             return step, self._rate
+
+
+class WindowMean:
+    """The mean of the finite values added since the last :meth:`take` (thread-safe).
+
+    The heartbeat takes the mean training loss of the steps since its previous beat; a NaN or
+    infinite loss (a diverging run, which the loop itself reports) is left out.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = 0.0
+        self._count = 0
+
+    def add(self, value: float) -> None:
+        if math.isfinite(value):
+            with self._lock:
+                self._total += value
+                self._count += 1
+
+    def take(self) -> float | None:
+        """The mean since the last call, or None if nothing finite was added since."""
+        with self._lock:
+            if self._count == 0:
+                return None
+            mean = self._total / self._count
+            self._total, self._count = 0.0, 0
+            return mean

@@ -114,6 +114,11 @@ class JobOut(BaseModel):
     examples_per_second: float | None = Field(
         None, description="`steps_per_second` times the batch size."
     )
+    live_loss: float | None = Field(
+        None,
+        description="While running: the mean training loss of the steps since the worker's "
+        "previous heartbeat (`latest_metrics` has the loss of the last metric step).",
+    )
     attempts: int
     cancel_requested: bool
     error: str | None
@@ -138,6 +143,7 @@ class JobOut(BaseModel):
             eta_seconds=_eta_seconds(row),
             steps_per_second=_running_speed(row),
             examples_per_second=_examples_per_second(row),
+            live_loss=row.live_loss if row.state == "running" else None,
             attempts=row.attempts,
             cancel_requested=row.cancel_requested,
             error=row.error,

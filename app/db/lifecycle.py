@@ -11,6 +11,7 @@ States: queued -> running -> succeeded | failed | cancelled; running -> queued (
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -91,6 +92,7 @@ def claim_job(
             heartbeat_at=now,
             attempt_started_at=now,
             steps_per_second=None,
+            live_loss=None,
             updated_at=now,
         )
         .returning(Job.attempts)
@@ -175,17 +177,21 @@ def heartbeat(
     attempt: int,
     step: int | None = None,
     steps_per_second: float | None = None,
+    live_loss: float | None = None,
 ) -> Beat:
     """Refreshes the heartbeat of an owned job and reads its cancellation flag.
 
-    With ``step`` (the loop's newest) and ``steps_per_second`` (its smoothed speed) it also
-    records progress, so that the step and the ETA move between metric steps.
+    With ``step`` (the loop's newest), ``steps_per_second`` (its smoothed speed) and
+    ``live_loss`` (its mean loss since the last beat) it also records progress, so that the
+    step, the ETA and the loss move between metric steps.
     """
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if step is not None:
         values["step"] = _advanced_to(step)
     if steps_per_second is not None:
         values["steps_per_second"] = steps_per_second
+    if live_loss is not None and math.isfinite(live_loss):
+        values["live_loss"] = live_loss
     row = session.execute(
         update(Job).where(_owned(job_id, attempt)).values(**values).returning(Job.cancel_requested)
     ).first()

@@ -1,4 +1,5 @@
-"""Jobs: the smoothed training speed that each heartbeat writes (``steps_per_second``).
+"""Jobs: the smoothed training speed and the recent loss that each heartbeat writes
+(``steps_per_second``, ``live_loss``).
 
 Revision ID: 0003
 Revises: 0002
@@ -21,8 +22,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("steps_per_second", sa.Float(), nullable=True))
+        batch.add_column(sa.Column("live_loss", sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("live_loss")
         batch.drop_column("steps_per_second")

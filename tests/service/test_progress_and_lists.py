@@ -1,11 +1,14 @@
 """Progress between metric steps, list totals, the model list and job deletion, on each stack.
 
-The worker's heartbeat (every 0.5 s here) carries the step its loop has reached and a smoothed
-speed, so a job whose metrics come every 100,000 steps still shows its step, speed and an ETA
-that is the steps left over that speed.
+The worker's heartbeat (every 0.5 s here) carries the step its loop has reached, a smoothed
+speed and the mean loss since the previous beat, so a job whose metrics come every 100,000
+steps still shows its step, speed, recent loss and an ETA that is the steps left over that
+speed.
 """
 
 from __future__ import annotations
+
+import math
 
 import pytest
 from sqlalchemy import func, select
@@ -27,6 +30,7 @@ def test_step_speed_and_eta_move_between_metric_steps(stack: Stack, trained: Tra
     later = stack.wait_until(job["id"], lambda j: j["step"] > first["step"] and j["step"] > 0)
     stack.client.post(f"/v1/jobs/{job['id']}/cancel")
     assert later["latest_metrics"] is None, "no metric step was reached: the heartbeat moved it"
+    assert math.isfinite(later["live_loss"]), "the heartbeat carries the recent steps' loss"
     assert 0 < later["progress"] < 100 and later["heartbeat_at"] is not None
     speed = later["steps_per_second"]
     assert speed > 0
@@ -34,6 +38,7 @@ def test_step_speed_and_eta_move_between_metric_steps(stack: Stack, trained: Tra
     assert later["eta_seconds"] == pytest.approx((200_000 - later["step"]) / speed, rel=1e-2)
     final = stack.wait_for_job(job["id"], states=("cancelled",))
     assert final["steps_per_second"] is None and final["eta_seconds"] is None
+    assert final["live_loss"] is None
 
 
 def test_lists_carry_the_total_over_all_pages(stack: Stack, trained: Trained) -> None:
