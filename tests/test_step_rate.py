@@ -32,6 +32,16 @@ def test_a_steady_loop_reads_its_exact_rate() -> None:
     assert speed == pytest.approx(4.0)
 
 
+def test_the_first_sample_measures_from_the_first_step_not_the_start() -> None:
+    clock = Clock()
+    rate = StepRate(clock=clock)
+    clock.now += 30.0  # building the flow, loading the data
+    rate.report(1)
+    clock.now += 1.0
+    rate.report(6)
+    assert rate.sample() == (6, pytest.approx(5.0))
+
+
 def test_a_change_of_pace_moves_by_the_time_constant_weight() -> None:
     clock = Clock()
     rate = StepRate(time_constant_s=10.0, clock=clock)

@@ -8,7 +8,9 @@ average with a time constant ``τ`` rather than a fixed weight per observation:
     rate ← rate + α (r - rate),   α = 1 - exp(-(t₁ - t₀) / τ)
 
 so it forgets the past at the same pace in seconds whatever the observation period, and an
-observation after a long gap counts for more. The first observed interval initialises it.
+observation after a long gap counts for more. The first interval, from the loop's first step to
+the first sample, initialises it: start-up (building the flow, loading data) is left out, and
+the first heartbeat after two steps already has a speed.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class StepRate:
         """The loop has done ``step`` steps (called after every step: must be cheap)."""
         with self._lock:
             self._step, self._step_at = step, self._clock()
+            if self._sampled_step is None:
+                self._sampled_step, self._sampled_at = self._step, self._step_at
 
     def sample(self) -> tuple[int | None, float | None]:
         """(newest step, smoothed steps per second); either is None until known."""
