@@ -11,6 +11,7 @@ from app.api.openapi import install_limited_openapi
 from app.api.routes import datasets, health, jobs, models
 from app.api.schemas import ErrorOut
 from app.broker import create_celery
+from app.metrics import METRICS_PATH, RequestMetricsMiddleware, ServiceMetrics
 from app.model_cache import ModelCache
 from app.settings import Settings, get_settings
 from app.web import PUBLIC_PATHS, PUBLIC_PREFIXES, install_web
@@ -53,12 +54,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.celery = create_celery(settings)
     app.state.model_cache = ModelCache(settings.model_cache_size, settings.serve_device)
+    app.state.metrics = ServiceMetrics(settings, app.state.celery, app.state.model_cache)
     install_error_handlers(app)
     app.add_middleware(RequestBodyLimitMiddleware, settings=settings)
-    # Added last, so outermost: a request without a valid key is refused before its body is
+    # Outside the body limit: a request without a valid key is refused before its body is
     # read, let alone measured.
-    install_authentication(app, settings.database_url, PUBLIC_PATHS, PUBLIC_PREFIXES)
+    public = [METRICS_PATH] if settings.metrics_enabled else []
+    install_authentication(app, settings.database_url, [*PUBLIC_PATHS, *public], PUBLIC_PREFIXES)
+    # Outermost: requests refused by the key check are counted too.
+    app.add_middleware(RequestMetricsMiddleware, fastapi_app=app, metrics=app.state.metrics)
     app.include_router(health.router)
+    if settings.metrics_enabled:
+        app.include_router(health.metrics_router)
     # On the routers too: the scheme and the 401 appear in OpenAPI for every operation.
     app.include_router(datasets.router, **AUTHENTICATED)
     app.include_router(jobs.router, **AUTHENTICATED)

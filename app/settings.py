@@ -117,10 +117,19 @@ class Settings(BaseSettings):
         1e11, gt=0, description="Most estimated feature values computed for one scoring request."
     )
     page_size_max: int = Field(200, ge=1)
+    metrics_enabled: bool = Field(
+        True,
+        description="Serve Prometheus metrics at GET /metrics without an API key (like "
+        "/healthz); false: no /metrics at all (it is then an unknown path, behind the key).",
+    )
 
     # Jobs, heartbeats and the reaper.
     max_attempts: int = Field(3, ge=1, description="Claims of a job before it is failed.")
-    heartbeat_interval_s: float = Field(5.0, gt=0, description="Worker heartbeat period.")
+    heartbeat_interval_s: float = Field(
+        2.0,
+        gt=0,
+        description="Worker heartbeat period; each beat also writes the job's step and speed.",
+    )
     heartbeat_timeout_s: float = Field(
         120.0, gt=0, description="A running job whose heartbeat is older is re-queued."
     )

@@ -43,6 +43,9 @@ class TrainCallbacks:
     def on_checkpoint(self, step: int, checkpoint: bytes) -> None:
         """Every ``checkpoint_interval`` steps and at the end; ``checkpoint`` is resumable."""
 
+    def on_step(self, step: int, loss: float) -> None:
+        """After every step (``step`` steps done, ``loss`` of that batch); keep it cheap."""
+
     def should_stop(self) -> bool:
         """Polled before every step; True ends the run early (with a final checkpoint)."""
         return False
@@ -214,6 +217,7 @@ def train(
             break
         loss, grad_norm = run.step(step)
         step += 1
+        callbacks.on_step(step, loss)
         window_loss, window_steps = window_loss + loss, window_steps + 1
         if step % config.metric_interval == 0 or step == config.steps:
             elapsed = time.perf_counter() - window_start

@@ -63,6 +63,9 @@ class JobCallbacks(TrainCallbacks):
         if not owned:
             self._heartbeat.request_stop("lost")
 
+    def on_step(self, step: int, loss: float) -> None:
+        self._heartbeat.report_step(step, loss)
+
     def should_stop(self) -> bool:
         self._heartbeat.mark_progress()
         return self._heartbeat.stop.is_set()

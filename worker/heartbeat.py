@@ -1,8 +1,10 @@
 """A thread that keeps a running job's heartbeat fresh, notices cancellation and stalls.
 
-Every ``interval`` seconds it refreshes ``heartbeat_at`` (fenced by the attempt number) and reads
-``cancel_requested``. It sets :attr:`stop` when the job is to be cancelled or when this attempt
-no longer owns the job, and records which in :attr:`reason`.
+Every ``interval`` seconds it refreshes ``heartbeat_at`` (fenced by the attempt number), writes
+the step the loop has reached, its smoothed speed and its mean loss since the last beat
+(``worker.progress``), so that a job's progress, ETA and loss move between metric steps, and
+reads ``cancel_requested``. It sets :attr:`stop` when the job is to be cancelled or when this
+attempt no longer owns the job, and records which in :attr:`reason`.
 
 The thread beats on its own, so a training loop that hangs (a stuck write, a dead lock, a device
 that never returns) would look alive forever. The loop therefore reports progress
@@ -21,6 +23,7 @@ import time
 
 from app.db.lifecycle import Beat, heartbeat, read_claim
 from app.db.session import session_scope
+from worker.progress import StepRate, WindowMean
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ class Heartbeat(threading.Thread):
         self._stall_timeout_s = stall_timeout_s
         self._last_progress = time.monotonic()
         self._stall_reported = False
+        self._rate = StepRate()
+        self._loss = WindowMean()
         self._finished = threading.Event()
         self.stop = threading.Event()
         self.reason: str | None = None
@@ -52,6 +57,14 @@ class Heartbeat(threading.Thread):
     def mark_progress(self) -> None:
         """Called by the training loop: it is still moving."""
         self._last_progress = time.monotonic()
+
+    def report_step(self, step: int, loss: float | None = None) -> None:
+        """Called by the training loop after every step: progress, the step it reached and
+        that step's batch loss."""
+        self._last_progress = time.monotonic()
+        self._rate.report(step)
+        if loss is not None:
+            self._loss.add(loss)
 
     def stalled_for_s(self) -> float:
         return time.monotonic() - self._last_progress
@@ -83,7 +96,15 @@ class Heartbeat(threading.Thread):
     def _beat(self, refresh: bool) -> Beat:
         with session_scope(self._database_url) as session:
             if refresh:
-                return heartbeat(session, self._job_id, self._attempt)
+                step, steps_per_second = self._rate.sample()
+                return heartbeat(
+                    session,
+                    self._job_id,
+                    self._attempt,
+                    step,
+                    steps_per_second,
+                    live_loss=self._loss.take(),
+                )
             return read_claim(session, self._job_id, self._attempt)
 
     def _exit_hung_process(self) -> None:

@@ -1,4 +1,5 @@
-"""Dependencies of the routes: settings, a database session, the tenant, the broker, the cache."""
+"""Dependencies of the routes: settings, a database session, the tenant, the broker, the cache
+and the process's metrics."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.api.auth import get_tenant
 from app.db.session import session_factory
+from app.metrics import ServiceMetrics
 from app.model_cache import ModelCache
 from app.settings import Settings
 
@@ -36,6 +38,10 @@ def get_model_cache(request: Request) -> ModelCache:
     return request.app.state.model_cache
 
 
+def get_metrics(request: Request) -> ServiceMetrics:
+    return request.app.state.metrics
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 # The tenant of the request's API key: the owner of every row it writes and the scope of every
@@ -43,3 +49,4 @@ SessionDep = Annotated[Session, Depends(get_session)]
 OwnerDep = Annotated[str, Depends(get_tenant)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]

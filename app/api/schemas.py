@@ -74,6 +74,7 @@ class DatasetOut(BaseModel):
 
 class DatasetList(BaseModel):
     items: list[DatasetOut]
+    total: int = Field(description="Number of the tenant's data sets (all pages).")
     limit: int
     offset: int
 
@@ -146,7 +147,22 @@ class JobOut(BaseModel):
     total_steps: int
     progress: float = Field(description="Percent of steps done, 0 to 100.")
     eta_seconds: float | None = Field(
-        None, description="Estimated seconds left, from this attempt's speed."
+        None,
+        description="Estimated seconds left while running: the steps left over the smoothed "
+        "speed (`steps_per_second`), or over this attempt's mean speed until that is known.",
+    )
+    steps_per_second: float | None = Field(
+        None,
+        description="Training speed while running: an exponential moving average (time "
+        "constant 20 s) of the steps per second the worker reports with each heartbeat.",
+    )
+    examples_per_second: float | None = Field(
+        None, description="`steps_per_second` times the batch size."
+    )
+    live_loss: float | None = Field(
+        None,
+        description="While running: the mean training loss of the steps since the worker's "
+        "previous heartbeat (`latest_metrics` has the loss of the last metric step).",
     )
     attempts: int
     cancel_requested: bool
@@ -170,6 +186,9 @@ class JobOut(BaseModel):
             total_steps=row.total_steps,
             progress=round(100.0 * min(row.step, row.total_steps) / row.total_steps, 2),
             eta_seconds=_eta_seconds(row),
+            steps_per_second=_running_speed(row),
+            examples_per_second=_examples_per_second(row),
+            live_loss=row.live_loss if row.state == "running" else None,
             attempts=row.attempts,
             cancel_requested=row.cancel_requested,
             error=row.error,
@@ -184,18 +203,38 @@ class JobOut(BaseModel):
         )
 
 
+def _running_speed(row: Job) -> float | None:
+    """The worker's smoothed steps/s, only while the job runs (None before the first rate)."""
+    if row.state != "running" or not row.steps_per_second or row.steps_per_second <= 0:
+        return None
+    return round(row.steps_per_second, 4)
+
+
+def _examples_per_second(row: Job) -> float | None:
+    speed = _running_speed(row)
+    batch_size = (row.train_config or {}).get("batch_size")
+    if speed is None or not isinstance(batch_size, int):
+        return None
+    return round(speed * batch_size, 2)
+
+
 def _eta_seconds(row: Job) -> float | None:
     if row.state != "running" or row.attempt_started_at is None:
         return None
+    left = max(row.total_steps - row.step, 0)
+    speed = _running_speed(row)
+    if speed is not None:
+        return round(left / speed, 1)
     done = row.step - row.attempt_start_step
     if done <= 0:
         return None
     elapsed = (utcnow() - row.attempt_started_at).total_seconds()
-    return round(max(row.total_steps - row.step, 0) * elapsed / done, 1)
+    return round(left * elapsed / done, 1)
 
 
 class JobList(BaseModel):
     items: list[JobOut]
+    total: int = Field(description="Number of the tenant's jobs matching the filters (all pages).")
     limit: int
     offset: int
 
@@ -256,6 +295,13 @@ class ModelOut(BaseModel):
             sha256=checkpoint.sha256,
             created_at=checkpoint.created_at,
         )
+
+
+class ModelList(BaseModel):
+    items: list[ModelOut] = Field(description="Newest first; each as `GET /v1/models/{id}`.")
+    total: int = Field(description="Number of the tenant's models (all pages).")
+    limit: int
+    offset: int
 
 
 class ScoreIn(BaseModel):

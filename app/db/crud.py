@@ -5,11 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.base import new_id, utcnow
-from app.db.models import ACTIVE_JOB_STATES, Checkpoint, Dataset, Job, Metric
+from app.db.models import (
+    ACTIVE_JOB_STATES,
+    TERMINAL_JOB_STATES,
+    Checkpoint,
+    Dataset,
+    Job,
+    Metric,
+)
 
 
 class ConflictError(Exception):
@@ -62,6 +69,10 @@ def list_datasets(session: Session, owner: str, limit: int, offset: int) -> list
         .offset(offset)
     )
     return list(session.scalars(query))
+
+
+def count_datasets(session: Session, owner: str) -> int:
+    return session.scalar(select(func.count()).select_from(Dataset).where(Dataset.owner == owner))
 
 
 def get_dataset(session: Session, owner: str, dataset_id: str) -> Dataset | None:
@@ -119,6 +130,15 @@ def create_job(
     return job
 
 
+def _job_filters(owner: str, state: str | None, dataset_id: str | None) -> list[Any]:
+    filters = [Job.owner == owner]
+    if state is not None:
+        filters.append(Job.state == state)
+    if dataset_id is not None:
+        filters.append(Job.dataset_id == dataset_id)
+    return filters
+
+
 def list_jobs(
     session: Session,
     owner: str,
@@ -127,13 +147,44 @@ def list_jobs(
     state: str | None = None,
     dataset_id: str | None = None,
 ) -> list[Job]:
-    query = select(Job).where(Job.owner == owner)
-    if state is not None:
-        query = query.where(Job.state == state)
-    if dataset_id is not None:
-        query = query.where(Job.dataset_id == dataset_id)
-    query = query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    query = (
+        select(Job)
+        .where(*_job_filters(owner, state, dataset_id))
+        .order_by(Job.created_at.desc(), Job.id)
+        .limit(limit)
+        .offset(offset)
+    )
     return list(session.scalars(query))
+
+
+def count_jobs(
+    session: Session, owner: str, state: str | None = None, dataset_id: str | None = None
+) -> int:
+    query = select(func.count()).select_from(Job).where(*_job_filters(owner, state, dataset_id))
+    return session.scalar(query)
+
+
+def delete_job(session: Session, job: Job) -> list[str]:
+    """Deletes a finished job with its checkpoints and metrics; returns the checkpoint ids.
+
+    Refused while it is queued or running. The delete is conditional on a terminal state, so a
+    job that changes state meanwhile is never removed under its worker.
+    """
+    checkpoints = select(Checkpoint.id).where(Checkpoint.job_id == job.id)
+    checkpoint_ids = list(session.scalars(checkpoints))
+    deleted = session.execute(
+        delete(Job).where(Job.id == job.id, Job.state.in_(TERMINAL_JOB_STATES))
+    ).rowcount
+    if not deleted:
+        state = session.scalar(select(Job.state).where(Job.id == job.id))
+        raise ConflictError(
+            f"job_id {job.id!r} is {state}; only a finished job can be deleted (cancel it first)",
+            "job_id",
+        )
+    # The foreign keys cascade; deleting explicitly also covers a database without them.
+    session.execute(delete(Checkpoint).where(Checkpoint.job_id == job.id))
+    session.execute(delete(Metric).where(Metric.job_id == job.id))
+    return checkpoint_ids
 
 
 def get_job(session: Session, owner: str, job_id: str) -> Job | None:
@@ -188,6 +239,34 @@ def newest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
         .order_by(Checkpoint.step.desc())
         .limit(1)
     )
+
+
+def _models_query(owner: str) -> Any:
+    """(job, newest checkpoint) of the tenant's succeeded jobs that have a checkpoint."""
+    newest = (
+        select(Checkpoint.job_id, func.max(Checkpoint.step).label("step"))
+        .group_by(Checkpoint.job_id)
+        .subquery()
+    )
+    return (
+        select(Job, Checkpoint)
+        .join(newest, newest.c.job_id == Job.id)
+        .join(Checkpoint, (Checkpoint.job_id == Job.id) & (Checkpoint.step == newest.c.step))
+        .where(Job.owner == owner, Job.state == "succeeded")
+    )
+
+
+def list_models(
+    session: Session, owner: str, limit: int, offset: int
+) -> list[tuple[Job, Checkpoint]]:
+    query = (
+        _models_query(owner).order_by(Job.finished_at.desc(), Job.id).limit(limit).offset(offset)
+    )
+    return [(row.Job, row.Checkpoint) for row in session.execute(query)]
+
+
+def count_models(session: Session, owner: str) -> int:
+    return session.scalar(select(func.count()).select_from(_models_query(owner).subquery()))
 
 
 def checkpoint_blob(session: Session, checkpoint_id: str) -> bytes:

@@ -11,12 +11,13 @@ States: queued -> running -> succeeded | failed | cancelled; running -> queued (
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Table, delete, func, or_, select, update
+from sqlalchemy import Table, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -60,6 +61,11 @@ def _owned(job_id: str, attempt: int) -> Any:
     return (Job.id == job_id) & (Job.attempts == attempt) & (Job.state == "running")
 
 
+def _advanced_to(step: int) -> Any:
+    """``step`` unless the row is already further: a heartbeat and a metric write race."""
+    return case((Job.step < step, step), else_=Job.step)
+
+
 def _stale(stale_before: datetime) -> Any:
     """Running, but no heartbeat since ``stale_before``: its worker is presumed dead."""
     return (Job.state == "running") & or_(
@@ -85,6 +91,8 @@ def claim_job(
             worker=worker,
             heartbeat_at=now,
             attempt_started_at=now,
+            steps_per_second=None,
+            live_loss=None,
             updated_at=now,
         )
         .returning(Job.attempts)
@@ -163,13 +171,29 @@ def rewind_to_step(session: Session, job_id: str, attempt: int, step: int) -> bo
     return True
 
 
-def heartbeat(session: Session, job_id: str, attempt: int) -> Beat:
-    """Refreshes the heartbeat of an owned job and reads its cancellation flag."""
+def heartbeat(
+    session: Session,
+    job_id: str,
+    attempt: int,
+    step: int | None = None,
+    steps_per_second: float | None = None,
+    live_loss: float | None = None,
+) -> Beat:
+    """Refreshes the heartbeat of an owned job and reads its cancellation flag.
+
+    With ``step`` (the loop's newest), ``steps_per_second`` (its smoothed speed) and
+    ``live_loss`` (its mean loss since the last beat) it also records progress, so that the
+    step, the ETA and the loss move between metric steps.
+    """
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if step is not None:
+        values["step"] = _advanced_to(step)
+    if steps_per_second is not None:
+        values["steps_per_second"] = steps_per_second
+    if live_loss is not None and math.isfinite(live_loss):
+        values["live_loss"] = live_loss
     row = session.execute(
-        update(Job)
-        .where(_owned(job_id, attempt))
-        .values(heartbeat_at=utcnow())
-        .returning(Job.cancel_requested)
+        update(Job).where(_owned(job_id, attempt)).values(**values).returning(Job.cancel_requested)
     ).first()
     return _beat_of(row)
 
@@ -198,7 +222,7 @@ def record_metrics(
     row = session.execute(
         update(Job)
         .where(_owned(job_id, attempt))
-        .values(step=step, latest_metrics=values, heartbeat_at=utcnow())
+        .values(step=_advanced_to(step), latest_metrics=values, heartbeat_at=utcnow())
         .returning(Job.cancel_requested)
     ).first()
     if row is None:

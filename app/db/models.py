@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -76,6 +77,10 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attempt_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attempt_start_step: Mapped[int] = mapped_column(Integer, default=0)
+    # Written with each heartbeat of the current attempt: its smoothed training speed and its
+    # mean training loss since the previous beat.
+    steps_per_second: Mapped[float | None] = mapped_column(Float, nullable=True)
+    live_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 

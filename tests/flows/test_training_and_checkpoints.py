@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +24,11 @@ class Recorder(TrainCallbacks):
     def __init__(self) -> None:
         self.metrics: dict[int, dict[str, float]] = {}
         self.checkpoints: dict[int, bytes] = {}
+        self.steps: list[int] = []
+
+    def on_step(self, step: int, loss: float) -> None:
+        assert math.isfinite(loss)
+        self.steps.append(step)
 
     def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.metrics[step] = metrics
@@ -44,7 +51,9 @@ def test_resume_from_a_checkpoint_is_exact() -> None:
     config = TrainConfig(steps=12, batch_size=32, checkpoint_interval=5, metric_interval=4)
     straight = Recorder()
     full = train(build_flow(POINTS), data, config, straight)
-    resumed = train(build_flow(POINTS, seed=9), data, config, resume_from=straight.checkpoints[5])
+    after = Recorder()
+    resumed = train(build_flow(POINTS, seed=9), data, config, after, straight.checkpoints[5])
+    assert straight.steps == list(range(1, 13)) and after.steps == list(range(6, 13))
     assert resumed.metrics["loss"] == full.metrics["loss"]
     full_state = load_flow(full.checkpoint).state_dict()
     resumed_state = load_flow(resumed.checkpoint).state_dict()

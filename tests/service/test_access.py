@@ -34,7 +34,15 @@ from tests.service.test_openapi import EXPECTED
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
 
-PUBLIC_PATHS = ["/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"]
+PUBLIC_PATHS = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+]
 # The dashboard's page and its files hold no data: the page asks for a key in the browser.
 PUBLIC_PAGES = ["/", "/static/dashboard/js/main.js", "/static/vendor/uplot/LICENSE"]
 PROTECTED = sorted(operation for operation in EXPECTED if operation[1] not in PUBLIC_PATHS)
@@ -48,6 +56,7 @@ OBJECT_OPERATIONS = [
     ("GET", "/v1/jobs/{job_id}", None),
     ("GET", "/v1/jobs/{job_id}/metrics", None),
     ("POST", "/v1/jobs/{job_id}/cancel", None),
+    ("DELETE", "/v1/jobs/{job_id}", None),
     ("GET", "/v1/models/{model_id}", None),
     ("POST", "/v1/models/{model_id}/log-prob", {"inputs": [[0.5, -0.5]], "method": "exact"}),
     ("POST", "/v1/models/{model_id}/samples", {"n": 2, "seed": 1}),

@@ -38,7 +38,7 @@ def test_health_and_readiness(stack: Stack) -> None:
     ready = stack.client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["database"] == "ok" and ready.json()["broker"] == "ok"
-    assert ready.json()["schema_revision"] == "0002"
+    assert ready.json()["schema_revision"] == "0003"
 
 
 def test_datasets_summaries_listing_and_preview(stack: Stack, trained: Trained) -> None:

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.service
 EXPECTED = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/metrics"),
     ("POST", "/v1/datasets"),
     ("GET", "/v1/datasets"),
     ("POST", "/v1/datasets/builtin"),
@@ -41,6 +42,8 @@ EXPECTED = {
     ("GET", "/v1/jobs/{job_id}"),
     ("GET", "/v1/jobs/{job_id}/metrics"),
     ("POST", "/v1/jobs/{job_id}/cancel"),
+    ("DELETE", "/v1/jobs/{job_id}"),
+    ("GET", "/v1/models"),
     ("GET", "/v1/models/{model_id}"),
     ("POST", "/v1/models/{model_id}/log-prob"),
     ("POST", "/v1/models/{model_id}/samples"),
@@ -49,9 +52,13 @@ EXPECTED = {
 
 
 def all_routers() -> list[APIRouter]:
-    """The router of every module in ``app/api/routes/`` (one per resource)."""
+    """The routers of every module in ``app/api/routes/`` (one per resource; health has two)."""
     modules = pkgutil.iter_modules(app.api.routes.__path__, "app.api.routes.")
-    return [importlib.import_module(module.name).router for module in modules]
+    routers = []
+    for module in modules:
+        loaded = importlib.import_module(module.name)
+        routers += [value for value in vars(loaded).values() if isinstance(value, APIRouter)]
+    return routers
 
 
 def _settings(tmp: Any, **limits: Any) -> Settings:

@@ -167,11 +167,15 @@ def list_datasets(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=LARGEST_SQL_INTEGER)] = 0,
 ) -> DatasetList:
-    """The tenant's data sets, newest first; `limit` is capped at `EFNF_PAGE_SIZE_MAX`."""
+    """The tenant's data sets, newest first, one page (`limit` is capped at
+    `EFNF_PAGE_SIZE_MAX`); `total` counts them all."""
     limit = min(limit, settings.page_size_max)
     rows = crud.list_datasets(session, owner, limit, offset)
     return DatasetList(
-        items=[DatasetOut.from_row(row) for row in rows], limit=limit, offset=offset
+        items=[DatasetOut.from_row(row) for row in rows],
+        total=crud.count_datasets(session, owner),
+        limit=limit,
+        offset=offset,
     )
 
 

@@ -1,10 +1,12 @@
-"""``/healthz`` (the process is alive) and ``/readyz`` (database and broker reachable)."""
+"""``/healthz`` (the process is alive), ``/readyz`` (database and broker reachable) and
+``/metrics`` (Prometheus; see ``app.metrics``), all without an API key."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from app.api.deps import CeleryDep, SettingsDep
@@ -13,6 +15,8 @@ from app.broker import check_broker
 from app.db.session import get_engine
 
 router = APIRouter(tags=["health"])
+# Included only when EFNF_METRICS_ENABLED is true (the default).
+metrics_router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthOut, summary="Liveness")
@@ -48,3 +52,20 @@ async def readyz(settings: SettingsDep, celery: CeleryDep) -> JSONResponse:
         ready.status = "unavailable"
         return JSONResponse(status_code=503, content=ready.model_dump())
     return JSONResponse(content=ready.model_dump())
+
+
+@metrics_router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics (text format): requests and latency by route and status, jobs by
+    state, queue depth, running jobs' speed, model-cache and scoring/sampling counters.
+
+    No API key (like `/healthz`); set `EFNF_METRICS_ENABLED=false` to turn it off.
+    """
+    registry = request.app.state.metrics.registry
+    # The scrape reads the database and the broker: off the event loop.
+    body = await run_in_threadpool(generate_latest, registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

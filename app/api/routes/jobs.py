@@ -1,4 +1,4 @@
-"""``/v1/jobs``: submit training jobs, watch their progress and metrics, cancel them."""
+"""``/v1/jobs``: submit training jobs, watch their progress and metrics, cancel, delete."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Response
 
-from app.api.deps import CeleryDep, OwnerDep, SessionDep, SettingsDep
+from app.api.deps import CeleryDep, ModelCacheDep, OwnerDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, not_found
 from app.api.schemas import (
     JOB_EXAMPLES,
@@ -99,10 +99,16 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=LARGEST_SQL_INTEGER)] = 0,
 ) -> JobList:
-    """The tenant's jobs, newest first, optionally of one state or one data set."""
+    """The tenant's jobs, newest first, optionally of one state or one data set; `total`
+    counts all that match the filters."""
     limit = min(limit, settings.page_size_max)
     rows = crud.list_jobs(session, owner, limit, offset, state=state, dataset_id=dataset_id)
-    return JobList(items=[JobOut.from_row(row) for row in rows], limit=limit, offset=offset)
+    return JobList(
+        items=[JobOut.from_row(row) for row in rows],
+        total=crud.count_jobs(session, owner, state=state, dataset_id=dataset_id),
+        limit=limit,
+        offset=offset,
+    )
 
 
 def _job_or_404(session: SessionDep, owner: str, job_id: str) -> Job:
@@ -155,3 +161,15 @@ def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
     job = crud.request_cancel(session, _job_or_404(session, owner, job_id))
     session.commit()
     return JobOut.from_row(job)
+
+
+@router.delete("/{job_id}", status_code=204, responses=ERRORS, summary="Delete a finished job")
+def delete_job(
+    job_id: str, session: SessionDep, owner: OwnerDep, cache: ModelCacheDep
+) -> Response:
+    """Deletes a finished job with its metrics and checkpoints (so its model too); refused
+    (409) while it is queued or running: cancel it first."""
+    checkpoint_ids = crud.delete_job(session, _job_or_404(session, owner, job_id))
+    session.commit()
+    cache.discard(checkpoint_ids)
+    return Response(status_code=204)

@@ -7,21 +7,24 @@ checkpoint, and once it has finished, its final one.
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
-from app.api.deps import ModelCacheDep, OwnerDep, SessionDep, SettingsDep
+from app.api.deps import MetricsDep, ModelCacheDep, OwnerDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, PydanticBodyError, not_found
 from app.api.schemas import (
+    LARGEST_SQL_INTEGER,
     SAMPLE_EXAMPLES,
     SCORE_EXAMPLES,
     ErrorOut,
+    ModelList,
     ModelOut,
     SampleIn,
     SamplesOut,
@@ -34,9 +37,11 @@ from app.db.models import Checkpoint, Job
 from app.db.session import session_factory
 from app.inputs import json_batch, png_batch
 from app.limits import check_sample_request, check_score_request
+from app.metrics import ServiceMetrics
 from app.model_cache import LoadedModel, ModelCache
 from app.previews import preview_png
 from app.settings import Settings
+from flows import FlowConfig, TrainConfig
 from flows.data import DataError
 from flows.errors import InverseNotConverged
 from flows.scoring import sample_array, score
@@ -137,6 +142,35 @@ def _resolve(session: Session, owner: str, model_id: str, cache: ModelCache) -> 
     return ResolvedModel(job, checkpoint, loaded)
 
 
+@router.get("", response_model=ModelList, summary="List models")
+def list_models(
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=LARGEST_SQL_INTEGER)] = 0,
+) -> ModelList:
+    """The tenant's models: its succeeded jobs with their final checkpoint, newest first.
+
+    Each item is what ``GET /v1/models/{id}`` returns, read from the job's row (its final
+    metrics are the checkpoint's) without loading the model.
+    """
+    limit = min(limit, settings.page_size_max)
+    items = [
+        ModelOut.from_rows(
+            job,
+            checkpoint,
+            FlowConfig.model_validate(job.flow_config),
+            TrainConfig.model_validate(job.train_config),
+            clean_metrics(job.latest_metrics or {}),
+        )
+        for job, checkpoint in crud.list_models(session, owner, limit, offset)
+    ]
+    return ModelList(
+        items=items, total=crud.count_models(session, owner), limit=limit, offset=offset
+    )
+
+
 @router.get("/{model_id}", response_model=ModelOut, responses=ERRORS, summary="Get a model")
 def get_model(
     model_id: str, session: SessionDep, owner: OwnerDep, cache: ModelCacheDep
@@ -164,6 +198,7 @@ def _score(
     settings: Settings,
     owner: str,
     cache: ModelCache,
+    metrics: ServiceMetrics,
     model_id: str,
     request: ScoreRequest,
 ) -> ScoreOut:
@@ -178,7 +213,10 @@ def _score(
         else:
             batch = json_batch(request.inputs)
         with model.loaded.lock:
+            started = time.perf_counter()
             result = score(model.loaded.flow, batch, method=request.method, seed=request.seed)
+            metrics.scoring_seconds.inc(time.perf_counter() - started)
+        metrics.scored_items.inc(len(result.log_prob))
     except DataError as error:
         message = str(error)
         if not message.startswith(field):
@@ -231,6 +269,7 @@ async def log_prob(
     settings: SettingsDep,
     owner: OwnerDep,
     cache: ModelCacheDep,
+    metrics: MetricsDep,
 ) -> ScoreOut:
     """Scores a batch: JSON ``{"inputs": [...]}`` or multipart PNG ``files``.
 
@@ -255,7 +294,9 @@ async def log_prob(
             "(EFNF_MAX_SCORE_ITEMS)",
             field,
         )
-    return await run_in_threadpool(_score, settings, owner, cache, model_id, score_request)
+    return await run_in_threadpool(
+        _score, settings, owner, cache, metrics, model_id, score_request
+    )
 
 
 @router.post(
@@ -277,6 +318,7 @@ def samples(
     settings: SettingsDep,
     owner: OwnerDep,
     cache: ModelCacheDep,
+    metrics: MetricsDep,
 ) -> Any:
     """Draws ``n`` samples as JSON, a NumPy ``.npy`` file, or a PNG (image grid / scatter)."""
     if body.n > settings.max_samples:
@@ -288,9 +330,12 @@ def samples(
     check_sample_request(model.loaded.info.flow_config, body.n, settings)
     try:
         with model.loaded.lock:
+            started = time.perf_counter()
             array = sample_array(
                 model.loaded.flow, body.n, seed=body.seed, temperature=body.temperature
             )
+            metrics.sampling_seconds.inc(time.perf_counter() - started)
+        metrics.sampled_items.inc(len(array))
     except InverseNotConverged as error:
         raise ApiError(
             422, f"temperature {body.temperature}: sampling failed, {error}", "temperature"
