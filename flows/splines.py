@@ -79,10 +79,6 @@ def _derivatives(unnormalised: Tensor) -> Tensor:
     return MIN_DERIVATIVE + F.softplus(unnormalised + _DERIVATIVE_SHIFT)
 
 
-def _bin_gather(knots: Tensor, index: Tensor) -> Tensor:
-    return knots.gather(-1, index[..., None]).squeeze(-1)
-
-
 def _bin_index(knots: Tensor, values: Tensor) -> Tensor:
     """The bin of each value: knots[i] <= value < knots[i + 1], clamped to 0..K-1."""
     bins = knots.shape[-1] - 1
@@ -92,11 +88,13 @@ def _bin_index(knots: Tensor, values: Tensor) -> Tensor:
 def _bin_parameters(
     x_knots: Tensor, y_knots: Tensor, slopes: Tensor, index: Tensor
 ) -> tuple[Tensor, ...]:
-    x_k = _bin_gather(x_knots, index)
-    width = _bin_gather(x_knots, index + 1) - x_k
-    y_k = _bin_gather(y_knots, index)
-    height = _bin_gather(y_knots, index + 1) - y_k
-    return x_k, width, y_k, height, _bin_gather(slopes, index), _bin_gather(slopes, index + 1)
+    """(x_k, width, y_k, height, delta_k, delta_k+1) of each value's bin, in one gather."""
+    table = torch.stack([x_knots, y_knots, slopes], dim=-1)
+    pair = torch.stack([index, index + 1], dim=-1)[..., None].expand(*index.shape, 2, 3)
+    lower, upper = table.gather(-2, pair).unbind(-2)
+    x_k, y_k, d_k = lower.unbind(-1)
+    x_k1, y_k1, d_k1 = upper.unbind(-1)
+    return x_k, x_k1 - x_k, y_k, y_k1 - y_k, d_k, d_k1
 
 
 def _spline_forward(
