@@ -14,6 +14,7 @@ as long as efnf's default model took, and report how many steps that bought.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ def _kl(task: PointTask, log_q: Callable[[Tensor], Tensor], scale: PointScale, s
 
 
 def _row(task: PointTask, model: str, params: int, kl: tuple[float, float], wall: float, **extra):
+    print(f"{task.name}: {model}: KL {kl[0]:.4f} in {wall:.1f} s", file=sys.stderr, flush=True)
     figures = (("kl_stderr", kl[1]), *((name, float(value)) for name, value in extra.items()))
     return QualityRow(task.name, model, params, "KL nats", kl[0], wall, figures)
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FINITE_GROUP_PATTERN = re.compile(r"^(C|D)([1-9][0-9]*)$")
 BlockKind = Literal["residual", "coupling", "iaf", "linear"]
-FAMILIES = ("residual", "coupling", "iaf", "linear", "mixed", "polar")
 Family = Literal["residual", "coupling", "iaf", "linear", "mixed", "polar"]
+FAMILIES: tuple[str, ...] = get_args(Family)
 CONTINUOUS_GROUPS = ("SO2", "O2")
 MAX_DISCRETE_ORDER = 16
 
