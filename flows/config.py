@@ -117,9 +117,11 @@ class FlowConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     family: Family = Field(
-        None,  # type: ignore[assignment]
+        None,  # type: ignore[assignment]  # filled in by _default_family before validation
         description="Flow family (see the schema's description). Default: 'polar' for 2-D "
         "points without padding channels, 'residual' otherwise.",
+        # The default depends on the data, so the schema states none (null is not a family).
+        json_schema_extra=lambda schema: schema.pop("default", None),
     )
     blocks: list[BlockKind] | None = Field(
         None,

@@ -134,26 +134,24 @@ def _block_activations(config: FlowConfig, kind: str, index: int) -> int:
 
 
 def _polar_networks(config: FlowConfig) -> list[tuple[int, int]]:
-    """(inputs, outputs) of a polar block's conditioner networks (none for the radial spline
-    of SO2/O2, whose parameters are free)."""
+    """(inputs, outputs) of a polar block's conditioner networks: the angular spline's (none for
+    SO2/O2) and the radial spline's (whose input is the constant 1 for SO2/O2)."""
     angular, _ = polar_symmetry(config.group_kind, config.group_order)
     bins, harmonics = config.spline_bins, config.max_frequency
+    radial = 3 * bins - 1
     if angular == "none":
-        return []
+        return [(1, radial)]
     derivatives = bins if angular == "circular" else bins + 1
     angle_features = 2 * harmonics if angular == "circular" else harmonics
-    return [(1, 2 * bins + derivatives), (angle_features, 3 * bins - 1)]
+    return [(1, 2 * bins + derivatives), (angle_features, radial)]
 
 
 def _polar_weights(config: FlowConfig) -> int:
     """Weights and biases of a polar block's small dense networks."""
     hidden, layers = config.width, config.hidden_layers
-    networks = _polar_networks(config)
-    if not networks:
-        return 3 * config.spline_bins - 1
     return sum(
         (inputs + 1) * hidden + (layers - 1) * (hidden + 1) * hidden + (hidden + 1) * outputs
-        for inputs, outputs in networks
+        for inputs, outputs in _polar_networks(config)
     )
 
 

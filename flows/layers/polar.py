@@ -23,7 +23,8 @@ group if :math:`f` does and :math:`g` depends on :math:`\theta'` only through in
 - ``D_N``: :math:`f` is also odd, :math:`f(-\theta) = -f(\theta)` (a reflected circular spline);
   :math:`g` sees :math:`\cos kN\theta'` only.
 - ``SO2``, ``O2``: :math:`f` is the identity (a rotation by a radius-dependent angle would commute
-  with SO2, but cannot change an SO2-invariant density) and :math:`g` has no condition.
+  with SO2, but cannot change an SO2-invariant density) and :math:`g` has no condition (its
+  network sees the constant 1).
 
 With an invariant base :math:`N(0, I)` the model density is then exactly invariant.
 
@@ -121,22 +122,20 @@ class PolarSplineBlock(FlowLayer):
         if self.angular_kind != "none":
             derivatives = bins if self.angular_kind == "circular" else bins + 1
             self.angular_net = _mlp(1, hidden, hidden_layers, 2 * bins + derivatives)
-        radial_parameters = 3 * bins - 1
         features = self._angle_features(torch.zeros(1)).shape[1]
-        if features:
-            self.radial_net: torch.nn.Module | None = _mlp(
-                features, hidden, hidden_layers, radial_parameters
-            )
-            self.radial_parameters = None
-        else:
-            self.radial_net = None
-            self.radial_parameters = torch.nn.Parameter(torch.zeros(radial_parameters))
+        self.radial_net = _mlp(features, hidden, hidden_layers, 3 * bins - 1)
 
     # -- conditioners ---------------------------------------------------------------------------
     def _angle_features(self, theta: Tensor) -> Tensor:
-        """Group-invariant features of the angle: harmonics of N theta."""
+        """Group-invariant features of the angle: harmonics of N theta.
+
+        SO2 and O2 leave no invariant of the angle: the feature is the constant 1, so the
+        radial spline is the same everywhere (given by the network's biases; the hidden layers
+        reparametrise them, which trains far faster than a free parameter vector at the same
+        learning rate: KL on rings 0.48 nats with a free vector, see bench/quality.py).
+        """
         if self.angular_kind == "none":
-            return theta.new_zeros(theta.shape[0], 0)
+            return theta.new_ones(theta.shape[0], 1)
         multiples = self.order * torch.arange(
             1, self.harmonics + 1, dtype=theta.dtype, device=theta.device
         )
@@ -151,10 +150,7 @@ class PolarSplineBlock(FlowLayer):
         return raw[:, : self.bins], raw[:, self.bins : 2 * self.bins], raw[:, 2 * self.bins :]
 
     def _radial_spline_parameters(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if self.radial_net is not None:
-            raw = self.radial_net(self._angle_features(theta))
-        else:
-            raw = self.radial_parameters.expand(theta.shape[0], -1)  # type: ignore[union-attr]
+        raw = self.radial_net(self._angle_features(theta))
         return raw[:, : self.bins], raw[:, self.bins : 2 * self.bins], raw[:, 2 * self.bins :]
 
     # -- the maps ---------------------------------------------------------------------------------
