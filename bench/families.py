@@ -41,6 +41,7 @@ POINT_FAMILIES: dict[str, dict] = {
     "iaf": {"family": "iaf", "group": "trivial"},
     "linear": {"family": "linear", "group": "D4"},
     "mixed": {"family": "mixed", "blocks": ["linear", "residual"], "group": "C4"},
+    "polar": {"family": "polar", "group": "D8"},
 }
 
 

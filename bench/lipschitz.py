@@ -79,7 +79,9 @@ def main() -> None:
         steps=args.steps, batch_size=256, learning_rate=3e-3, device="cpu", metric_interval=10**6
     )
     for group in ["C4", "D4", "D8", "SO2", "O2", "trivial"]:
-        flow = build_flow(FlowConfig(group=group, data_shape=[2], depth=4, width=8))
+        flow = build_flow(
+            FlowConfig(group=group, family="residual", data_shape=[2], depth=4, width=8)
+        )
         row("points", flow, points, x, point_train)
     images = digits(512)
     x = torch.from_numpy(digits(8)).float() / 255

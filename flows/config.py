@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FINITE_GROUP_PATTERN = re.compile(r"^(C|D)([1-9][0-9]*)$")
 BlockKind = Literal["residual", "coupling", "iaf", "linear"]
-FAMILIES = ("residual", "coupling", "iaf", "linear", "mixed")
+Family = Literal["residual", "coupling", "iaf", "linear", "mixed", "polar"]
+FAMILIES: tuple[str, ...] = get_args(Family)
 CONTINUOUS_GROUPS = ("SO2", "O2")
 MAX_DISCRETE_ORDER = 16
 LEGACY_TRAIN_KEYS = frozenset({"lipschitz_refresh_iters"})
@@ -44,6 +45,18 @@ def parse_group(name: str) -> tuple[str, int]:
     if kind == "C" and order == 1:
         return "trivial", 1
     return kind, order
+
+
+def polar_symmetry(group_kind: str, order: int) -> tuple[str, int]:
+    """(angular map kind, N): ``"circular"`` (C_N, trivial = C_1), ``"reflected"`` (D_N) or
+    ``"none"`` (SO2, O2: no angular map and no angular condition)."""
+    if group_kind == "trivial":
+        return "circular", 1
+    if group_kind == "C":
+        return "circular", order
+    if group_kind == "D":
+        return "reflected", order
+    return "none", 0
 
 
 class LogDetEstimatorConfig(BaseModel):
@@ -87,6 +100,14 @@ class FlowConfig(BaseModel):
     - ``linear``: convolution exponential of a steerable convolution, then an invertible mixing
       of the fields of the same type where there are two or more.
     - ``mixed``: ``blocks`` (e.g. ``["linear", "coupling"]``) repeated ``depth`` times.
+    - ``polar`` (2-D points only): an invariant scale, then spline couplings of the angle and
+      the log-radius (:mod:`flows.layers.polar`): a circular spline of period 2 pi / N on the
+      angle conditioned on the radius, and an interval spline on the log-radius conditioned on
+      invariant harmonics of the angle. Not limited to residual blocks' Lipschitz bound; the
+      default family for data_shape [2].
+
+    Left out, ``family`` is ``polar`` for data_shape [2] without padding channels and
+    ``residual`` otherwise; a config that names its family means it whatever the default.
 
     ``padding_channels`` > 0 makes it an *augmented* flow (Theorem 3): the data is padded with
     that many channels on which the group acts trivially (scalar fields of an image, invariant
@@ -96,8 +117,12 @@ class FlowConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    family: Literal["residual", "coupling", "iaf", "linear", "mixed"] = Field(
-        "residual", description="Flow family (see the schema's description)."
+    family: Family = Field(
+        None,  # type: ignore[assignment]  # filled in by _default_family before validation
+        description="Flow family (see the schema's description). Default: 'polar' for 2-D "
+        "points without padding channels, 'residual' otherwise.",
+        # The default depends on the data, so the schema states none (null is not a family).
+        json_schema_extra=lambda schema: schema.pop("default", None),
     )
     blocks: list[BlockKind] | None = Field(
         None,
@@ -128,7 +153,14 @@ class FlowConfig(BaseModel):
     activation: Literal["lipswish", "elu"] = Field(
         "lipswish", description="Pointwise 1-Lipschitz nonlinearity (finite groups, trivial)."
     )
-    max_frequency: int = Field(2, ge=1, le=8, description="Irrep band limit for SO2/O2.")
+    max_frequency: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="Irrep band limit for SO2/O2; polar: the radial conditioner sees the angle's "
+        "invariant harmonics k N theta for k = 1..max_frequency.",
+    )
+    spline_bins: int = Field(8, ge=2, le=64, description="polar: bins of every spline.")
     actnorm: bool = Field(True, description="Equivariant ActNorm before every block.")
     logit_alpha: float | None = Field(
         0.05, ge=0.0, lt=0.5, description="Logit transform for images (None: identity)."
@@ -186,6 +218,15 @@ class FlowConfig(BaseModel):
     )
     inverse_max_iter: int = Field(500, ge=1, le=100000)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_family(cls, values: object) -> object:
+        if isinstance(values, dict) and values.get("family") is None:
+            points_2d = list(values.get("data_shape") or []) == [2]
+            unpadded = not values.get("padding_channels")
+            values = {**values, "family": "polar" if points_2d and unpadded else "residual"}
+        return values
+
     @field_validator("group")
     @classmethod
     def _known_group(cls, value: str) -> str:
@@ -230,6 +271,11 @@ class FlowConfig(BaseModel):
         return self
 
     def _check_family(self) -> None:
+        if self.family == "polar" and (self.data_shape != [2] or self.is_augmented):
+            raise ValueError(
+                f"family 'polar' models 2-D points: data_shape {self.data_shape} with "
+                f"padding_channels {self.padding_channels}; use data_shape [2] and no padding"
+            )
         if (self.family == "mixed") != (self.blocks is not None):
             raise ValueError(
                 "blocks: give a block pattern exactly when family is 'mixed' "

@@ -5,7 +5,8 @@ the job or runs the request, and building the flow to measure it (escnn bases ta
 itself a cost. These estimates count from :class:`~flows.config.FlowConfig`, block by block of
 every family:
 
-- the *weights* of the expanded filters (the dense tensors escnn keeps per layer);
+- the *weights* of the expanded filters (the dense tensors escnn keeps per layer; for a polar
+  block, its small dense networks' weights and biases);
 - the *activations* of one forward pass of a batch: the feature values of every sub-network
   layer, which backpropagation keeps in memory;
 - the *passes* per item of each block: ``D`` replicated rows for a residual block's exact
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from flows.config import FlowConfig, LogDetEstimatorConfig, TrainConfig
+from flows.config import FlowConfig, LogDetEstimatorConfig, TrainConfig, polar_symmetry
 
 __all__ = [
     "data_channels",
@@ -106,6 +107,8 @@ def _blocks(config: FlowConfig) -> list[tuple[str, int]]:
 
 def _block_weights(config: FlowConfig, kind: str, index: int) -> int:
     channels = data_channels(config)
+    if kind == "polar":
+        return _polar_weights(config)
     if kind == "residual":
         return _network_weights(config, channels, channels, outer_only=True)
     if kind == "coupling":
@@ -118,6 +121,8 @@ def _block_weights(config: FlowConfig, kind: str, index: int) -> int:
 
 def _block_activations(config: FlowConfig, kind: str, index: int) -> int:
     channels = data_channels(config)
+    if kind == "polar":
+        return _polar_activations(config)
     if kind == "residual":
         return _network_activations(config, channels)
     if kind == "coupling":
@@ -126,6 +131,34 @@ def _block_activations(config: FlowConfig, kind: str, index: int) -> int:
     if kind == "iaf":
         return _network_activations(config, 2 * channels)
     return LINEAR_SERIES_TERMS * _spatial(config) * channels
+
+
+def _polar_networks(config: FlowConfig) -> list[tuple[int, int]]:
+    """(inputs, outputs) of a polar block's conditioner networks: the angular spline's (none for
+    SO2/O2) and the radial spline's (whose input is the constant 1 for SO2/O2)."""
+    angular, _ = polar_symmetry(config.group_kind, config.group_order)
+    bins, harmonics = config.spline_bins, config.max_frequency
+    radial = 3 * bins - 1
+    if angular == "none":
+        return [(1, radial)]
+    derivatives = bins if angular == "circular" else bins + 1
+    angle_features = 2 * harmonics if angular == "circular" else harmonics
+    return [(1, 2 * bins + derivatives), (angle_features, radial)]
+
+
+def _polar_weights(config: FlowConfig) -> int:
+    """Weights and biases of a polar block's small dense networks."""
+    hidden, layers = config.width, config.hidden_layers
+    return sum(
+        (inputs + 1) * hidden + (layers - 1) * (hidden + 1) * hidden + (hidden + 1) * outputs
+        for inputs, outputs in _polar_networks(config)
+    )
+
+
+def _polar_activations(config: FlowConfig) -> int:
+    return sum(
+        config.hidden_layers * config.width + outputs for _, outputs in _polar_networks(config)
+    )
 
 
 def _padding_network(config: FlowConfig) -> tuple[int, int]:

@@ -11,10 +11,13 @@ import torch
 from torch import Tensor
 
 from flows.config import FlowConfig
-from flows.layers import EquivariantActNorm, FlowLayer, InverseInfo
+from flows.layers import EquivariantActNorm, FlowLayer, InverseInfo, IsotropicActNorm
 from flows.lipschitz import LipschitzAudit, LipschitzLayer
 from flows.logdet import LogDetContext
 from flows.padding import PaddingDistribution
+
+# Layers set from the first training batch by Flow.initialize_actnorm, never by a forward.
+DATA_INITIALIZED_LAYERS = (EquivariantActNorm, IsotropicActNorm)
 
 __all__ = ["Flow", "InverseReport", "LogDetMethod"]
 
@@ -253,7 +256,7 @@ class Flow(torch.nn.Module):
         pending = [
             layer
             for layer in self.layers
-            if isinstance(layer, EquivariantActNorm) and not bool(layer.initialized)
+            if isinstance(layer, DATA_INITIALIZED_LAYERS) and not bool(layer.initialized)
         ]
         if not pending:
             return False

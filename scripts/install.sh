@@ -19,6 +19,6 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     fi
 fi
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e ".[dev,experiments]"
+python -m pip install --quiet -e ".[dev,experiments,bench]"
 python -m pip install --quiet --no-deps "escnn==1.0.11"
 python -c "import flows, flows.groups; print('efnf installed')"

@@ -23,8 +23,9 @@ from safetensors.torch import save as save_tensors
 from flows import FlowConfig, TrainConfig, build_flow
 from flows.checkpoint import load_flow, save_checkpoint
 from flows.data import digits, eight_gaussians, quantize
+from flows.flow import DATA_INITIALIZED_LAYERS
 from flows.groups import build_field_types, enn
-from flows.layers import EquivariantActNorm, ResidualBlock
+from flows.layers import ResidualBlock
 from flows.lipschitz import (
     LipschitzConv2d,
     LipschitzLinear,
@@ -62,7 +63,9 @@ def assert_certified(flow) -> None:
 
 @pytest.mark.parametrize("group", POINT_GROUPS)
 def test_a_fresh_point_flow_is_within_the_bound(group: str) -> None:
-    assert_certified(build_flow(FlowConfig(group=group, data_shape=[2], depth=2, width=4)))
+    assert_certified(
+        build_flow(FlowConfig(group=group, family="residual", data_shape=[2], depth=2, width=4))
+    )
 
 
 @pytest.mark.parametrize("group", ["trivial", "C4", "D4", "SO2"])
@@ -71,7 +74,7 @@ def test_a_fresh_image_flow_is_within_the_bound(group: str) -> None:
 
 
 def test_huge_weights_are_rescaled_to_the_bound() -> None:
-    flow = build_flow(FlowConfig(group="D8", data_shape=[2], depth=1, width=2))
+    flow = build_flow(FlowConfig(group="D8", family="residual", data_shape=[2], depth=1, width=2))
     with torch.no_grad():
         for layer in flow.lipschitz_layers():
             layer.linear.weights.mul_(1e3)
@@ -81,7 +84,7 @@ def test_huge_weights_are_rescaled_to_the_bound() -> None:
 
 @functools.cache
 def _trained_points(group: str) -> tuple[torch.nn.Module, bytes]:
-    flow = build_flow(FlowConfig(group=group, data_shape=[2], depth=2, width=4))
+    flow = build_flow(FlowConfig(group=group, family="residual", data_shape=[2], depth=2, width=4))
     config = TrainConfig(steps=150, batch_size=128, learning_rate=5e-3, metric_interval=150)
     result = train(flow, eight_gaussians(2000, seed=0), config)
     return flow, result.checkpoint
@@ -223,7 +226,7 @@ class _DensityRecorder(TrainCallbacks):
 
 
 def test_mid_training_checkpoint_has_the_densities_the_run_saw() -> None:
-    flow = build_flow(FlowConfig(group="D8", data_shape=[2], depth=2, width=2))
+    flow = build_flow(FlowConfig(group="D8", family="residual", data_shape=[2], depth=2, width=2))
     x = torch.from_numpy(eight_gaussians(16, seed=4))
     recorder = _DensityRecorder(flow, x)
     config = TrainConfig(steps=10, batch_size=64, learning_rate=2e-2, checkpoint_interval=5)
@@ -234,14 +237,17 @@ def test_mid_training_checkpoint_has_the_densities_the_run_saw() -> None:
     assert torch.allclose(loaded, during, rtol=0.0, atol=1e-5)
 
 
-def test_a_train_mode_log_prob_does_not_initialise_actnorm() -> None:
-    flow = build_flow(FlowConfig(group="C4", data_shape=[2], depth=2, width=2)).train()
+@pytest.mark.parametrize("family", ["residual", "polar"])
+def test_a_train_mode_log_prob_does_not_initialise_actnorm(family: str) -> None:
+    flow = build_flow(
+        FlowConfig(group="C4", family=family, data_shape=[2], depth=2, width=2)
+    ).train()
     x = torch.from_numpy(eight_gaussians(32, seed=0))
     with torch.no_grad():
         first = flow.log_prob(x)
         assert torch.equal(flow.log_prob(x), first)
-    actnorms = [layer for layer in flow.layers if isinstance(layer, EquivariantActNorm)]
-    assert not any(bool(layer.initialized) for layer in actnorms)
+    actnorms = [layer for layer in flow.layers if isinstance(layer, DATA_INITIALIZED_LAYERS)]
+    assert actnorms and not any(bool(layer.initialized) for layer in actnorms)
     assert flow.initialize_actnorm(x)
     assert all(bool(layer.initialized) for layer in actnorms)
     assert not flow.initialize_actnorm(x)  # once only
@@ -250,7 +256,7 @@ def test_a_train_mode_log_prob_does_not_initialise_actnorm() -> None:
 
 
 def test_load_flow_keeps_the_checkpoint_dtype() -> None:
-    flow = make_flow(group="D4", data_shape=[2], depth=2, width=2)
+    flow = make_flow(group="D4", family="residual", data_shape=[2], depth=2, width=2)
     loaded = load_flow(save_checkpoint(flow))
     assert next(loaded.parameters()).dtype == torch.float64
     x = 2.0 * torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -260,7 +266,7 @@ def test_load_flow_keeps_the_checkpoint_dtype() -> None:
 
 
 def test_legacy_checkpoints_and_train_configs_load() -> None:
-    flow = build_flow(FlowConfig(group="C4", data_shape=[2], depth=1, width=2))
+    flow = build_flow(FlowConfig(group="C4", family="residual", data_shape=[2], depth=1, width=2))
     blob = save_checkpoint(flow, train_config=TrainConfig(steps=3))
     tensors = load_tensors(blob)
     for name, _ in flow.named_modules():
