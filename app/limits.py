@@ -94,6 +94,14 @@ def job_limit_errors(
                     f"{getattr(settings, limit.setting)} ({variable(limit.setting)})",
                 )
             )
+    if training.device == "cuda" and not settings.worker_cuda:
+        errors.append(
+            ErrorItem(
+                field="training.device",
+                message="training.device 'cuda': this service's workers have no CUDA device "
+                "(EFNF_WORKER_CUDA is off); use 'auto' or 'cpu'",
+            )
+        )
     if errors:
         return errors
     try:

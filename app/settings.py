@@ -152,6 +152,11 @@ class Settings(BaseSettings):
         "EFNF_HEARTBEAT_TIMEOUT_S.",
     )
     worker_loglevel: str = Field("INFO")
+    worker_cuda: bool = Field(
+        False,
+        description="The workers have a CUDA device; without it, training.device 'cuda' is "
+        "refused at submission instead of failing on the worker.",
+    )
 
     # Serving.
     serve_device: str = Field("cpu", description="Device for scoring and sampling in the API.")

@@ -461,8 +461,9 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         {"learning_rate": "NaN"},
         422,
         "training.learning_rate",
-        "less than or equal to 1",
+        "finite number",
     ),
+    ("cuda-without-gpu", "points", {}, {"device": "cuda"}, 422, "training.device", "CUDA"),
     ("rank-2-shape", "points", {"data_shape": [8, 8]}, {}, 422, "flow.data_shape", "rank 2"),
     ("group-17", "points", {"group": "C17"}, {}, 422, "flow.group", "at most 16"),
     ("unknown-field", "points", {"colour": "red"}, {}, 422, "flow.colour", "Extra inputs"),
@@ -476,6 +477,28 @@ RAW_JOBS: list[tuple[str, bytes, int, str, str]] = [
     ("json-string", b'"job"', 422, "body", "valid dictionary"),
     ("no-dataset", b'{"flow": {"data_shape": [2]}}', 422, "dataset_id", "Field required"),
     ("deep-nesting", b'{"flow": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "body", "recursion"),
+    (
+        "grad-clip-infinity",
+        b'{"dataset_id": "ds_x", "flow": {"data_shape": [2]}, "training": {"grad_clip": Infinity}}',
+        422,
+        "training.grad_clip",
+        "finite number",
+    ),
+    (
+        "lipschitz-nan",
+        b'{"dataset_id": "ds_x", "flow": {"data_shape": [2], "lipschitz_coeff": NaN}}',
+        422,
+        "flow.lipschitz_coeff",
+        "finite number",
+    ),
+    (
+        "geometric-p-minus-infinity",
+        b'{"dataset_id": "ds_x", "flow": {"data_shape": [2], "estimator": {"geometric_p": '
+        b"-Infinity}}}",
+        422,
+        "flow.estimator.geometric_p",
+        "finite number",
+    ),
 ]
 
 
@@ -543,6 +566,10 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "inputs",
         "NaN or infinite",
     ),
+    ("point-1e20", "points", {"json": {"inputs": [[1e20, 0.0]]}}, 422, "inputs", "+-1e+06"),
+    ("point-1e39", "points", {"json": {"inputs": [[0.0, -1e39]]}}, 422, "inputs", "+-1e+06"),
+    ("point-1e308", "points", {"json": {"inputs": [[1e308, 1e308]]}}, 422, "inputs", "+-1e+06"),
+    ("point-int-2e18", "points", {"json": {"inputs": [[2 * 10**18, 0]]}}, 422, "inputs", "1e+06"),
     ("empty-batch", "points", {"json": {"inputs": []}}, 422, "inputs", "at least 1 item"),
     ("empty-item", "points", {"json": {"inputs": [[]]}}, 422, "inputs", "[1, 0]"),
     (
