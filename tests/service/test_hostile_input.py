@@ -479,7 +479,8 @@ RAW_JOBS: list[tuple[str, bytes, int, str, str]] = [
     ("deep-nesting", b'{"flow": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "body", "recursion"),
     (
         "grad-clip-infinity",
-        b'{"dataset_id": "ds_x", "flow": {"data_shape": [2]}, "training": {"grad_clip": Infinity}}',
+        b'{"dataset_id": "ds_x", "flow": {"data_shape": [2]}, '
+        b'"training": {"grad_clip": Infinity}}',
         422,
         "training.grad_clip",
         "finite number",
