@@ -9,6 +9,7 @@ from app.api.body_limit import RequestBodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.routes import datasets, health, jobs, models
 from app.api.schemas import ErrorOut
+from app.api.text import PrintableRequestMiddleware
 from app.broker import create_celery
 from app.model_cache import ModelCache
 from app.settings import Settings, get_settings
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model_cache = ModelCache(settings.model_cache_size, settings.serve_device)
     install_error_handlers(app)
     app.add_middleware(RequestBodyLimitMiddleware, settings=settings)
+    app.add_middleware(PrintableRequestMiddleware)
     # Added last, so outermost: a request without a valid key is refused before its body is
     # read, let alone measured.
     install_authentication(app, settings.database_url)

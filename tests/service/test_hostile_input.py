@@ -1020,6 +1020,78 @@ def test_bad_sampling_under_strict_limits(
     assert_refused(response, status, field, fragment)
 
 
+# Names, ids, paths and queries: (id, method, url, request kwargs, field, fragment). PostgreSQL
+# answered NUL and names over the column's width with a 500; escapes were stored as-is.
+TEXTS: list[tuple[str, str, str, dict[str, Any], str, str]] = [
+    (
+        "filename-over-name-width",
+        "POST",
+        "/v1/datasets",
+        {"files": {"file": ("a" * 250 + ".csv", b"1,2\n")}},
+        "name",
+        "name has 254 characters; at most 200 are allowed; send a shorter name",
+    ),
+    (
+        "filename-over-255",
+        "POST",
+        "/v1/datasets",
+        {"files": {"file": ("a" * 300 + ".csv", b"1,2\n")}, "data": {"name": "ok"}},
+        "file",
+        "file name has 304 characters; at most 255",
+    ),
+    (
+        "nul-in-name",
+        "POST",
+        "/v1/datasets",
+        {"files": {"file": ("p.csv", b"1,2\n")}, "data": {"name": "a\x00b"}},
+        "name",
+        "U+0000 (a control character) at position 1",
+    ),
+    (
+        "ansi-escape-in-name",
+        "POST",
+        "/v1/datasets",
+        {"files": {"file": ("p.csv", b"1,2\n")}, "data": {"name": "\x1b[31mred"}},
+        "name",
+        "U+001B",
+    ),
+    (
+        "rtl-override-in-name",
+        "POST",
+        "/v1/datasets",
+        {"files": {"file": ("p.csv", b"1,2\n")}, "data": {"name": "invoice\u202etxt.exe"}},
+        "name",
+        "U+202E (a bidirectional formatting character)",
+    ),
+    (
+        "nul-in-body-dataset-id",
+        "POST",
+        "/v1/jobs",
+        {"json": {"dataset_id": "ds_\x00x", "flow": {"data_shape": [2]}}},
+        "dataset_id",
+        "U+0000",
+    ),
+    ("nul-in-path-id", "GET", "/v1/datasets/ds_%00x", {}, "path", "U+0000"),
+    ("nul-in-job-path", "POST", "/v1/jobs/job_%00/cancel", {}, "path", "U+0000"),
+    ("nul-in-delete-path", "DELETE", "/v1/datasets/%00", {}, "path", "U+0000"),
+    ("nul-in-query", "GET", "/v1/jobs?dataset_id=a%00", {}, "dataset_id", "U+0000"),
+    ("escape-in-query", "GET", "/v1/jobs?state=%1b", {}, "state", "U+001B"),
+]
+
+
+@pytest.mark.usefixtures("nothing_left_behind")
+@pytest.mark.parametrize(
+    ("method", "url", "request_kwargs", "field", "fragment"),
+    [c[1:] for c in TEXTS],
+    ids=_ids(TEXTS),
+)
+def test_unprintable_or_overlong_text(
+    stack: Stack, method: str, url: str, request_kwargs: dict[str, Any], field: str, fragment: str
+) -> None:
+    response = stack.client.request(method, url, **request_kwargs)
+    assert_refused(response, 422, field, fragment)
+
+
 def test_limits_leave_room_for_good_requests(strict: TestClient, models: dict[str, str]) -> None:
     """The strict limits refuse only what crosses them: just below each one is served."""
     small_upload = strict.post(

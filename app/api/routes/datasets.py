@@ -15,6 +15,7 @@ from app.api.schemas import (
     DatasetOut,
     ErrorOut,
 )
+from app.api.text import check_name
 from app.db import crud
 from app.db.blobs import array_to_npy, npy_to_array
 from app.db.models import Dataset as DatasetRow
@@ -26,6 +27,8 @@ from flows.data import BUILTIN_DATASETS, DataError, Dataset, load_builtin
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 UPLOAD_CHUNK = 1024 * 1024
+# The longest file name kept: "upload:<file name>" fits the source column (300 characters).
+MAX_FILENAME_LENGTH = 255
 ERRORS = {
     404: {"model": ErrorOut},
     409: {"model": ErrorOut},
@@ -79,6 +82,20 @@ def _store(
     return row
 
 
+def _check_names(filename: str, name: str | None) -> None:
+    """The file name (the default name, and part of the source) and the name must be printable
+    and fit their columns."""
+    try:
+        check_name(filename, "file name", max_length=MAX_FILENAME_LENGTH)
+    except ValueError as error:
+        raise ApiError(422, str(error), "file") from error
+    try:
+        check_name(filename if name is None else name, "name")
+    except ValueError as error:
+        hint = "; send a shorter name" if name is None else ""
+        raise ApiError(422, f"{error}{hint}", "name") from error
+
+
 @router.post("", status_code=201, response_model=DatasetOut, responses=ERRORS)
 def upload_dataset(
     session: SessionDep,
@@ -93,6 +110,7 @@ def upload_dataset(
 ) -> DatasetOut:
     """Uploads a data set file; it is parsed, validated and stored as one normalised array."""
     filename = file.filename or ""
+    _check_names(filename, name)
     content = _read_upload(file, settings.max_upload_bytes)
     try:
         dataset = read_upload(content, filename, settings)
