@@ -10,7 +10,7 @@ from app.api.errors import install_error_handlers
 from app.api.routes import datasets, health, jobs, models
 from app.api.schemas import ErrorOut
 from app.api.text import PrintableRequestMiddleware
-from app.broker import create_celery
+from app.broker import BrokerProbe, create_celery
 from app.model_cache import ModelCache
 from app.settings import Settings, get_settings
 
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.celery = create_celery(settings)
+    app.state.broker_probe = BrokerProbe(app.state.celery, settings.train_queue)
     app.state.model_cache = ModelCache(settings.model_cache_size, settings.serve_device)
     install_error_handlers(app)
     app.add_middleware(RequestBodyLimitMiddleware, settings=settings)
