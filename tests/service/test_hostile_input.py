@@ -1196,3 +1196,55 @@ def test_symlink_builder_makes_a_link_entry() -> None:
     """The symlink case above tests what it says: its entry really is a Unix symbolic link."""
     info = zipfile.ZipFile(io.BytesIO(zip_with_symlink())).getinfo("b.png")
     assert stat.S_ISLNK(info.external_attr >> 16)
+
+
+def test_deleting_a_data_set_while_a_job_is_submitted_on_it(stack: Stack) -> None:
+    """Ten delete/submit pairs at once: never a 5xx, never both accepted; either the delete is
+    refused (409, the job runs on) or the submit finds no data set (422, no job row)."""
+    pairs = 10
+    datasets = []
+    for seed in range(pairs):
+        response = stack.client.post(
+            "/v1/datasets/builtin", json={"name": "eight_gaussians", "n": 64, "seed": seed}
+        )
+        assert response.status_code == 201, response.text
+        datasets.append(response.json()["id"])
+    answers: dict[tuple[str, str], Any] = {}
+    start = threading.Barrier(2 * pairs)
+
+    def submit(dataset_id: str) -> None:
+        start.wait()
+        answers["submit", dataset_id] = stack.client.post(
+            "/v1/jobs",
+            json={"dataset_id": dataset_id, "flow": POINTS_FLOW, "training": {"steps": 2}},
+        )
+
+    def delete(dataset_id: str) -> None:
+        start.wait()
+        answers["delete", dataset_id] = stack.client.delete(f"/v1/datasets/{dataset_id}")
+
+    threads = [
+        threading.Thread(target=action, args=(dataset_id,))
+        for dataset_id in datasets
+        for action in (submit, delete)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for dataset_id in datasets:
+        submitted, deleted = answers["submit", dataset_id], answers["delete", dataset_id]
+        outcome = (submitted.status_code, deleted.status_code)
+        assert outcome in {(202, 409), (422, 204)}, (submitted.text, deleted.text)
+        if outcome == (202, 409):
+            assert deleted.json()["field"] == "dataset_id", deleted.text
+            job_id = submitted.json()["id"]
+            job = stack.client.get(f"/v1/jobs/{job_id}").json()
+            assert job["dataset_id"] == dataset_id, job
+            assert stack.client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+            stack.wait_for_job(job_id, states=("succeeded", "cancelled"))
+            assert stack.client.delete(f"/v1/datasets/{dataset_id}").status_code == 204
+        else:
+            assert submitted.json()["field"] == "dataset_id", submitted.text
+            assert stack.client.get(f"/v1/datasets/{dataset_id}").status_code == 404
+            assert stack.client.get(f"/v1/jobs?dataset_id={dataset_id}").json()["items"] == []

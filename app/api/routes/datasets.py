@@ -177,6 +177,8 @@ def get_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Datase
 @router.delete("/{dataset_id}", status_code=204, responses=ERRORS)
 def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """Deletes a data set; refused (409) while a queued or running job uses it."""
+    if not crud.lock_dataset(session, owner, dataset_id):
+        raise not_found("data set", dataset_id, "dataset_id")
     crud.delete_dataset(session, _dataset_or_404(session, owner, dataset_id))
     session.commit()
     return Response(status_code=204)

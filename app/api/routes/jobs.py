@@ -34,7 +34,9 @@ FIELD_IN_MESSAGE = re.compile(r"^((?:flow|training)\.[a-z_]+)")
 
 
 def _validate_against_dataset(session: SessionDep, owner: str, body: JobIn) -> None:
-    dataset = crud.get_dataset(session, owner, body.dataset_id)
+    # Locked until the job is committed: a concurrent delete waits, then sees the job (409).
+    locked = crud.lock_dataset(session, owner, body.dataset_id)
+    dataset = crud.get_dataset(session, owner, body.dataset_id) if locked else None
     if dataset is None:
         raise ApiError(422, f"dataset_id {body.dataset_id!r}: no such data set", "dataset_id")
     try:
