@@ -232,6 +232,8 @@ UPLOADS: list[tuple[str, str, bytes, int, str]] = [
     ("csv-binary", "b.csv", b"\x00\x01\x02\xff\xfe", 422, "not UTF-8"),
     ("csv-unclosed-quote", "q.csv", b'1,"2\n3,4\n', 422, "'2\\n3,4\\n' is not a number"),
     ("csv-65-columns", "w.csv", (",".join(["1"] * 65) + "\n").encode(), 422, "65 columns"),
+    ("csv-ten-million-fields", "f.csv", b"1," * 10**7 + b"1\n", 422, "10000001 columns"),
+    ("csv-line-over-64-kib", "l.csv", b"1" * 100_000 + b"\n", 422, "100001 characters long"),
     # Names.
     ("unknown-extension", "points.txt", b"1,2\n", 422, "accepted extensions are"),
     ("no-extension", "points", b"1,2\n", 422, "'(none)'"),
