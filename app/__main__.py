@@ -23,7 +23,7 @@ import uvicorn
 from app.db.api_keys import check_tenant
 from app.db.migrate import upgrade_to_head
 from app.key_admin import create_key, ensure_local_key, list_keys, revoke_key
-from app.settings import Settings, get_settings
+from app.settings import PARENT_PIPE_ENV, Settings, get_settings
 
 logger = logging.getLogger("app.serve")
 
@@ -47,9 +47,15 @@ class WorkerSupervisor(threading.Thread):
         self._process: subprocess.Popen[bytes] | None = None
 
     def run(self) -> None:
+        # The worker watches the read end; only this process holds the write end, which the
+        # kernel closes however this process dies (worker/parent_watch.py).
+        read_end, _launcher_end = os.pipe()
         while not self._stopping.is_set():
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "worker"], start_new_session=True, env=_worker_env()
+                [sys.executable, "-m", "worker"],
+                start_new_session=True,
+                env={**_worker_env(), PARENT_PIPE_ENV: str(read_end)},
+                pass_fds=(read_end,),
             )
             logger.info("worker started (pid %d)", self._process.pid)
             code = self._process.wait()

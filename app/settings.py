@@ -16,6 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_DATABASE_URL = "sqlite:///./var/efnf.sqlite3"
 EMBEDDED_BROKER_URL = "sqla+sqlite:///./var/broker.sqlite3"
+# Set by `python -m app serve` for its worker: the read end of a pipe that closes when the
+# launcher dies (worker/parent_watch.py).
+PARENT_PIPE_ENV = "EFNF_PARENT_PIPE_FD"
 
 
 class Settings(BaseSettings):

@@ -312,6 +312,28 @@ def requeue_jobs_of_worker(session: Session, worker: str, claimed_before: dateti
     return [row.id for row in rows]
 
 
+def release_jobs_of_worker(session: Session, worker: str) -> list[str]:
+    """Puts back in the queue, unsent and with the attempt refunded, the jobs running under
+    ``worker``: for a worker that stops because its launcher died, not because of the job.
+
+    Unsent (``enqueued_at`` cleared) so that the reaper sends each one again at once.
+    """
+    now = utcnow()
+    rows = session.execute(
+        update(Job)
+        .where(Job.state == "running", Job.worker == worker)
+        .values(
+            state="queued",
+            attempts=Job.attempts - 1,
+            enqueued_at=None,
+            updated_at=now,
+            worker=None,
+        )
+        .returning(Job.id)
+    )
+    return [row.id for row in rows]
+
+
 def stale_running_jobs(session: Session, stale_before: datetime) -> list[tuple[str, int]]:
     """(id, attempts) of running jobs whose heartbeat is older than ``stale_before``."""
     rows = session.execute(select(Job.id, Job.attempts).where(_stale(stale_before)))
