@@ -26,6 +26,7 @@ from flows.cost import (
     inverse_work,
     scoring_work,
     training_method,
+    training_step_bytes,
     training_work,
 )
 
@@ -160,6 +161,18 @@ def job_limit_errors(
                 activations,
                 settings,
                 "max_step_activations",
+            )
+        )
+    step_bytes = training_step_bytes(flow, training)
+    if step_bytes > settings.max_job_memory_bytes:
+        errors.append(
+            _over(
+                "training.batch_size",
+                "the estimated memory in bytes of one training step (batch_size x model size, "
+                "with the log-det's graph)",
+                step_bytes,
+                settings,
+                "max_job_memory_bytes",
             )
         )
     work = training_work(flow, training)

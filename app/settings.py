@@ -131,6 +131,26 @@ class Settings(BaseSettings):
         description="A running job whose training loop made no progress for this long is "
         "treated as dead: its worker stops the heartbeat, so the reaper re-queues it.",
     )
+    cancel_grace_s: float = Field(
+        5.0,
+        gt=0,
+        description="A cancellation (or EFNF_MAX_JOB_SECONDS) the training loop has not acted on "
+        "this long after its heartbeat saw it, e.g. inside one long step, ends the attempt from "
+        "outside the loop: the job is recorded and the training process exits.",
+    )
+    max_job_seconds: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="Wall-clock cap of one attempt of a job; past it the job fails, keeping its "
+        "newest checkpoint.",
+    )
+    max_job_memory_bytes: int = Field(
+        8 * 1024**3,
+        ge=1,
+        description="Memory one training job may use: submissions whose estimated step memory "
+        "(flows.cost.training_step_bytes) is above it are refused, and a training process "
+        "whose resident memory passes it fails its job and exits.",
+    )
     reaper_interval_s: float = Field(30.0, gt=0)
     requeue_queued_after_s: float = Field(
         600.0, gt=0, description="Re-send a queued job's message after this long (lost messages)."

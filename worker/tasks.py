@@ -67,6 +67,9 @@ def run_job(settings: Settings, job_id: str, worker: str) -> str:
         attempt,
         settings.heartbeat_interval_s,
         settings.stall_timeout_s,
+        cancel_grace_s=settings.cancel_grace_s,
+        max_seconds=settings.max_job_seconds,
+        max_memory_bytes=settings.max_job_memory_bytes,
     )
     heartbeat.start()
     try:
@@ -98,7 +101,8 @@ def run_job(settings: Settings, job_id: str, worker: str) -> str:
         return _fail(settings, job_id, attempt, f"{type(error).__name__}: {error}")
     finally:
         heartbeat.finish()
-    return _record_result(settings, job_id, attempt, result, heartbeat.reason)
+    error = heartbeat.timeout_message() if heartbeat.reason == "timed out" else None
+    return _record_result(settings, job_id, attempt, result, heartbeat.reason, error)
 
 
 def _load_inputs(settings: Settings, job_id: str, attempt: int) -> JobInputs:
@@ -138,12 +142,20 @@ def _fail(settings: Settings, job_id: str, attempt: int, reason: str) -> str:
 
 
 def _record_result(
-    settings: Settings, job_id: str, attempt: int, result: TrainResult, stop_reason: str | None
+    settings: Settings,
+    job_id: str,
+    attempt: int,
+    result: TrainResult,
+    stop_reason: str | None,
+    error: str | None = None,
 ) -> str:
+    """Records how the attempt ended; ``error`` (a stop for a limit) fails the job."""
     if result.stopped and stop_reason == "lost":
         logger.warning("job %s: attempt %d lost its claim; result discarded", job_id, attempt)
         return "lost"
     state = "cancelled" if result.stopped else "succeeded"
+    if result.stopped and error is not None:
+        state = "failed"
 
     def write() -> None:
         with session_scope(settings.database_url) as session:
@@ -157,7 +169,13 @@ def _record_result(
                 final=not result.stopped,
             )
             lifecycle.finish_job(
-                session, job_id, attempt, state, step=result.step, metrics=result.metrics
+                session,
+                job_id,
+                attempt,
+                state,
+                step=result.step,
+                metrics=result.metrics,
+                error=error,
             )
 
     retry_while_database_unavailable(

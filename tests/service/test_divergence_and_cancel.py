@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 import pytest
@@ -96,3 +97,40 @@ def test_cancel_takes_effect_within_one_metric_interval(
     never_ran = stack.client.get(f"/v1/jobs/{queued['id']}").json()
     assert never_ran["state"] == "cancelled" and never_ran["attempts"] == 0
     assert metric_steps(stack, queued["id"]) == []
+
+
+# Residual-heavy enough that one training step takes many seconds on a CPU (issue 12: the
+# depth-4 variant of this ignored cancel for more than 5 minutes).
+LONG_STEP_FLOW = {
+    "family": "mixed",
+    "blocks": ["residual"] * 8,
+    "depth": 2,
+    "width": 64,
+    "group": "C4",
+    "data_shape": [1, 8, 8],
+}
+CANCEL_WITHIN_S = 10.0
+
+
+def test_cancel_ends_a_job_inside_one_long_step(
+    stack: Stack, trained: Trained, record_property: RecordProperty
+) -> None:
+    job = submit_job(
+        stack.client,
+        trained.image_dataset["id"],
+        LONG_STEP_FLOW,
+        {"steps": 3, "batch_size": 16, "metric_interval": 1, "checkpoint_interval": 1},
+    )
+    stack.wait_until(job["id"], lambda j: j["state"] == "running", timeout_s=120)
+    time.sleep(2.0)  # past building the flow, inside the first step
+    cancelled_at = time.monotonic()
+    assert stack.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
+    final = stack.wait_for_job(job["id"], states=("cancelled",), timeout_s=60)
+    took = time.monotonic() - cancelled_at
+    record_property("seconds_to_cancel", round(took, 2))
+    assert took <= CANCEL_WITHIN_S and final["step"] == 0, (took, final)
+    # The worker took the next job: the process that exited was replaced.
+    after = submit_job(
+        stack.client, trained.points_dataset["id"], POINTS_FLOW, {"steps": 5, "batch_size": 16}
+    )
+    assert stack.wait_for_job(after["id"])["state"] == "succeeded"
