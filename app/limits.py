@@ -189,6 +189,19 @@ def job_limit_errors(
     return errors
 
 
+def check_storage_quota(used: int, adding: int, field: str, what: str, settings: Settings) -> None:
+    """Refuses (413) storing ``adding`` more bytes for a tenant that already stores ``used``."""
+    quota = settings.max_tenant_storage_bytes
+    if used + adding > quota:
+        raise ApiError(
+            413,
+            f"{field}: {what} would bring this tenant's storage to {used + adding} bytes "
+            f"({used} stored now), above its quota {quota} (EFNF_MAX_TENANT_STORAGE_BYTES); "
+            "delete data sets or models first",
+            field,
+        )
+
+
 def check_score_request(
     flow: FlowConfig, count: int, method: str, field: str, settings: Settings
 ) -> None:

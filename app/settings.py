@@ -118,6 +118,12 @@ class Settings(BaseSettings):
         1e11, gt=0, description="Most estimated feature values computed for one scoring request."
     )
     page_size_max: int = Field(200, ge=1)
+    max_tenant_storage_bytes: int = Field(
+        10 * 1024**3,
+        ge=1,
+        description="Bytes one tenant may store: its data sets' arrays and its checkpoints. A "
+        "data set that would pass it is refused (413), and so is a job while the tenant is at it.",
+    )
 
     # Jobs, heartbeats and the reaper.
     max_attempts: int = Field(3, ge=1, description="Claims of a job before it is failed.")

@@ -72,6 +72,17 @@ def dataset_array_blob(session: Session, dataset_id: str) -> bytes:
     return session.scalar(select(Dataset.array).where(Dataset.id == dataset_id))
 
 
+def tenant_storage_bytes(session: Session, owner: str) -> int:
+    """Bytes stored for ``owner``: data set arrays and checkpoints."""
+    datasets = session.scalar(
+        select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.owner == owner)
+    )
+    checkpoints = session.scalar(
+        select(func.coalesce(func.sum(Checkpoint.size_bytes), 0)).where(Checkpoint.owner == owner)
+    )
+    return int(datasets) + int(checkpoints)
+
+
 def count_active_jobs(session: Session, dataset_id: str) -> int:
     return session.scalar(
         select(func.count())

@@ -50,7 +50,7 @@ from tests.service.hostile_files import (
     zip_with_symlink,
 )
 from tests.service.payloads import IMAGE_FLOW, POINTS_FLOW, Trained, submit_job
-from tests.service.stack import Stack
+from tests.service.stack import Stack, create_key
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
 
@@ -1259,3 +1259,34 @@ def test_deleting_a_data_set_while_a_job_is_submitted_on_it(stack: Stack) -> Non
             assert submitted.json()["field"] == "dataset_id", submitted.text
             assert stack.client.get(f"/v1/datasets/{dataset_id}").status_code == 404
             assert stack.client.get(f"/v1/jobs?dataset_id={dataset_id}").json()["items"] == []
+
+
+def test_storage_quota_refuses_data_sets_and_jobs_naming_it(stack: Stack) -> None:
+    """A tenant at its quota (data set arrays and checkpoints, in bytes) can store no more data
+    sets and submit no more jobs; another tenant is not affected."""
+    tenant = f"quota-{time.monotonic_ns()}"
+    key = {"Authorization": f"Bearer {create_key(stack.settings.database_url, tenant)}"}
+    first = b"1,2\n3,4\n"
+    quota = 200  # room for one small data set's .npy (about 144 bytes), not for two
+    settings = stack.settings.model_copy(update={"max_tenant_storage_bytes": quota})
+    with TestClient(create_app(settings), headers=key) as client:
+        stored = client.post("/v1/datasets", files={"file": ("a.csv", first)})
+        assert stored.status_code == 201, stored.text
+        before = _row_counts(stack)
+        refused = client.post("/v1/datasets", files={"file": ("b.csv", first)})
+        assert_refused(refused, 413, "file", "EFNF_MAX_TENANT_STORAGE_BYTES")
+        assert f"above its quota {quota}" in refused.json()["message"]
+        builtin = client.post("/v1/datasets/builtin", json={"name": "rings", "n": 10})
+        assert_refused(builtin, 413, "n", "EFNF_MAX_TENANT_STORAGE_BYTES")
+        assert _row_counts(stack) == before
+
+        at_quota = settings.model_copy(
+            update={"max_tenant_storage_bytes": stored.json()["size_bytes"]}
+        )
+        with TestClient(create_app(at_quota), headers=key) as full:
+            job = full.post(
+                "/v1/jobs", json={"dataset_id": stored.json()["id"], "flow": POINTS_FLOW}
+            )
+            assert_refused(job, 413, "dataset_id", "EFNF_MAX_TENANT_STORAGE_BYTES")
+            assert _row_counts(stack) == before
+        assert client.delete(f"/v1/datasets/{stored.json()['id']}").status_code == 204

@@ -20,6 +20,7 @@ from app.db import crud
 from app.db.blobs import array_to_npy, npy_to_array
 from app.db.models import Dataset as DatasetRow
 from app.inputs import read_upload
+from app.limits import check_storage_quota
 from app.previews import preview_png
 from app.settings import Settings
 from flows.data import BUILTIN_DATASETS, DataError, Dataset, load_builtin
@@ -65,6 +66,14 @@ def _store(
             "allowed (EFNF_MAX_DATASET_ITEMS)",
             "file",
         )
+    array_blob = array_to_npy(dataset.array)
+    check_storage_quota(
+        crud.tenant_storage_bytes(session, owner),
+        len(array_blob),
+        "file" if source.startswith("upload") else "n",
+        f"this data set of {len(array_blob)} bytes",
+        settings,
+    )
     row = crud.create_dataset(
         session,
         owner=owner,
@@ -76,7 +85,7 @@ def _store(
         checksum=dataset.checksum(),
         source=source,
         source_params=source_params,
-        array_blob=array_to_npy(dataset.array),
+        array_blob=array_blob,
     )
     session.commit()
     return row
