@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 
 from flows.checkpoint import load_flow, read_checkpoint_info
 from flows.scoring import score
@@ -134,3 +135,29 @@ def test_cancel_ends_a_job_inside_one_long_step(
         stack.client, trained.points_dataset["id"], POINTS_FLOW, {"steps": 5, "batch_size": 16}
     )
     assert stack.wait_for_job(after["id"])["state"] == "succeeded"
+
+
+def test_one_tenants_queue_does_not_starve_another(
+    stack: Stack, trained: Trained, other_tenant_client: TestClient
+) -> None:
+    """Tenant A queues three jobs, then tenant B one: B's runs second, not after all of A's
+    (one worker: tenants take turns, issue 12)."""
+    training = {"steps": 10, "batch_size": 16, "metric_interval": 10}
+    own = [
+        submit_job(stack.client, trained.points_dataset["id"], POINTS_FLOW, training)
+        for _ in range(3)
+    ]
+    response = other_tenant_client.post(
+        "/v1/datasets/builtin", json={"name": "eight_gaussians", "n": 64}
+    )
+    assert response.status_code == 201, response.text
+    other = submit_job(other_tenant_client, response.json()["id"], POINTS_FLOW, training)
+    started = {job["id"]: stack.wait_for_job(job["id"])["started_at"] for job in own}
+    deadline = time.monotonic() + 120
+    while (theirs := other_tenant_client.get(f"/v1/jobs/{other['id']}").json())["state"] != (
+        "succeeded"
+    ):
+        assert time.monotonic() < deadline, theirs
+        time.sleep(0.3)
+    order = sorted([*started.values(), theirs["started_at"]])
+    assert order.index(theirs["started_at"]) <= 1, (started, theirs["started_at"])
