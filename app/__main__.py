@@ -22,6 +22,7 @@ import uvicorn
 
 from app.db.api_keys import check_tenant
 from app.db.migrate import upgrade_to_head
+from app.http_protocol import protocol_with_head_timeout
 from app.key_admin import create_key, ensure_local_key, list_keys, revoke_key
 from app.settings import PARENT_PIPE_ENV, Settings, get_settings
 
@@ -100,7 +101,13 @@ def serve(host: str, port: int, with_worker: bool) -> None:
     # uvicorn re-raises the SIGTERM it handled once it has shut down; exit through `finally`.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        uvicorn.run("app.main:create_app", factory=True, host=host, port=port)
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            http=protocol_with_head_timeout(settings.header_timeout_s),
+        )
     finally:
         if supervisor is not None:
             supervisor.stop()

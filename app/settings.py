@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     max_json_bytes: int = Field(
         8 * 1024 * 1024, ge=1, description="Largest body of any other request (JSON)."
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="`python -m app serve` closes a connection that has not sent a complete "
+        "request line and headers this long after it opened.",
+    )
+    body_read_timeout_s: float = Field(
+        30.0, gt=0, description="A request whose body sends no data this long is stopped (408)."
+    )
     max_dataset_items: int = Field(1_000_000, ge=1)
     # Bounded by flows.data.dataset.MAX_IMAGE_SIDE (256), the largest side the library accepts;
     # not imported from there, so that reading settings does not import the library.
