@@ -22,8 +22,9 @@ import uvicorn
 
 from app.db.api_keys import check_tenant
 from app.db.migrate import upgrade_to_head
+from app.http_protocol import protocol_with_head_timeout
 from app.key_admin import create_key, ensure_local_key, list_keys, revoke_key
-from app.settings import Settings, get_settings
+from app.settings import PARENT_PIPE_ENV, Settings, get_settings
 
 logger = logging.getLogger("app.serve")
 
@@ -47,9 +48,15 @@ class WorkerSupervisor(threading.Thread):
         self._process: subprocess.Popen[bytes] | None = None
 
     def run(self) -> None:
+        # The worker watches the read end; only this process holds the write end, which the
+        # kernel closes however this process dies (worker/parent_watch.py).
+        read_end, _launcher_end = os.pipe()
         while not self._stopping.is_set():
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "worker"], start_new_session=True, env=_worker_env()
+                [sys.executable, "-m", "worker"],
+                start_new_session=True,
+                env={**_worker_env(), PARENT_PIPE_ENV: str(read_end)},
+                pass_fds=(read_end,),
             )
             logger.info("worker started (pid %d)", self._process.pid)
             code = self._process.wait()
@@ -94,7 +101,13 @@ def serve(host: str, port: int, with_worker: bool) -> None:
     # uvicorn re-raises the SIGTERM it handled once it has shut down; exit through `finally`.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        uvicorn.run("app.main:create_app", factory=True, host=host, port=port)
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            http=protocol_with_head_timeout(settings.header_timeout_s),
+        )
     finally:
         if supervisor is not None:
             supervisor.stop()

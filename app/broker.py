@@ -7,6 +7,8 @@ checkpoint interval. The embedded ``sqla+sqlite`` broker needs no server.
 
 from __future__ import annotations
 
+import time
+from threading import Lock
 from typing import Any
 
 from celery import Celery
@@ -75,4 +77,49 @@ def check_broker(celery: Celery, queue: str, timeout_s: float = 3.0) -> int:
     with celery.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, timeout=timeout_s)
         with connection.channel() as channel:
-            return channel.queue_declare(queue=queue, passive=False).message_count
+            try:
+                return channel.queue_declare(queue=queue, passive=False).message_count
+            finally:
+                _close_sql_session(channel)
+
+
+def _close_sql_session(channel: Any) -> None:
+    # kombu's SQL transport keeps a channel's session, and the pooled connection inside its
+    # open read, until the garbage collector frees the channel: fifteen quick probes emptied
+    # the embedded broker's pool, and every later publish waited 30 s for a connection.
+    session = getattr(channel, "_session", None)
+    if session is not None:
+        session.close()
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not answer the readiness probe (the message says why)."""
+
+
+class BrokerProbe:
+    """``check_broker`` shared by every caller for ``max_age_s``: however many clients poll
+    ``/readyz``, at most one probe talks to the broker at a time, and at most one per period.
+    """
+
+    def __init__(self, celery: Celery, queue: str, max_age_s: float = 1.0) -> None:
+        self.celery = celery
+        self.queue = queue
+        self.max_age_s = max_age_s
+        self._lock = Lock()
+        self._probed_at: float | None = None
+        self._answer: int | str = 0
+
+    def __call__(self) -> int:
+        """Messages waiting in the queue; raises BrokerUnavailable when the broker is down."""
+        with self._lock:
+            now = time.monotonic()
+            if self._probed_at is None or now - self._probed_at >= self.max_age_s:
+                try:
+                    self._answer = check_broker(self.celery, self.queue)
+                except Exception as error:
+                    self._answer = f"{type(error).__name__}: {error}"
+                self._probed_at = time.monotonic()
+            answer = self._answer
+        if isinstance(answer, str):
+            raise BrokerUnavailable(answer)
+        return answer

@@ -26,6 +26,7 @@ from flows.cost import (
     inverse_work,
     scoring_work,
     training_method,
+    training_step_bytes,
     training_work,
 )
 
@@ -116,6 +117,14 @@ def job_limit_errors(
                     f"{getattr(settings, limit.setting)} ({variable(limit.setting)})",
                 )
             )
+    if training.device == "cuda" and not settings.worker_cuda:
+        errors.append(
+            ErrorItem(
+                field="training.device",
+                message="training.device 'cuda': this service's workers have no CUDA device "
+                "(EFNF_WORKER_CUDA is off); use 'auto' or 'cpu'",
+            )
+        )
     if errors:
         return errors
     try:
@@ -176,6 +185,18 @@ def job_limit_errors(
                 "max_step_activations",
             )
         )
+    step_bytes = training_step_bytes(flow, training)
+    if step_bytes > settings.max_job_memory_bytes:
+        errors.append(
+            _over(
+                "training.batch_size",
+                "the estimated memory in bytes of one training step (batch_size x model size, "
+                "with the log-det's graph)",
+                step_bytes,
+                settings,
+                "max_job_memory_bytes",
+            )
+        )
     work = training_work(flow, training)
     if work > settings.max_training_work:
         errors.append(
@@ -188,6 +209,19 @@ def job_limit_errors(
             )
         )
     return errors
+
+
+def check_storage_quota(used: int, adding: int, field: str, what: str, settings: Settings) -> None:
+    """Refuses (413) storing ``adding`` more bytes for a tenant that already stores ``used``."""
+    quota = settings.max_tenant_storage_bytes
+    if used + adding > quota:
+        raise ApiError(
+            413,
+            f"{field}: {what} would bring this tenant's storage to {used + adding} bytes "
+            f"({used} stored now), above its quota {quota} (EFNF_MAX_TENANT_STORAGE_BYTES); "
+            "delete data sets or models first",
+            field,
+        )
 
 
 def check_score_request(

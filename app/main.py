@@ -10,7 +10,8 @@ from app.api.errors import install_error_handlers
 from app.api.openapi import install_limited_openapi
 from app.api.routes import datasets, health, jobs, models
 from app.api.schemas import ErrorOut
-from app.broker import create_celery
+from app.api.text import PrintableRequestMiddleware
+from app.broker import BrokerProbe, create_celery
 from app.metrics import METRICS_PATH, RequestMetricsMiddleware, ServiceMetrics
 from app.model_cache import ModelCache
 from app.settings import Settings, get_settings
@@ -53,12 +54,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.celery = create_celery(settings)
+    app.state.broker_probe = BrokerProbe(app.state.celery, settings.train_queue)
     app.state.model_cache = ModelCache(settings.model_cache_size, settings.serve_device)
-    app.state.metrics = ServiceMetrics(settings, app.state.celery, app.state.model_cache)
+    app.state.metrics = ServiceMetrics(settings, app.state.broker_probe, app.state.model_cache)
     install_error_handlers(app)
     app.add_middleware(RequestBodyLimitMiddleware, settings=settings)
-    # Outside the body limit: a request without a valid key is refused before its body is
-    # read, let alone measured.
+    app.add_middleware(PrintableRequestMiddleware)
+    # Outside the body limit and the text check: a request without a valid key is refused
+    # before its body is read, let alone measured.
     public = [METRICS_PATH] if settings.metrics_enabled else []
     install_authentication(app, settings.database_url, [*PUBLIC_PATHS, *public], PUBLIC_PREFIXES)
     # Outermost: requests refused by the key check are counted too.

@@ -21,7 +21,6 @@ import re
 import time
 from collections.abc import Iterator
 
-from celery import Celery
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -30,7 +29,7 @@ from sqlalchemy import func, select
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.broker import check_broker
+from app.broker import BrokerProbe, BrokerUnavailable
 from app.db.models import JOB_STATES, Job
 from app.db.session import session_factory
 from app.model_cache import ModelCache
@@ -46,7 +45,7 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30
 class ServiceMetrics:
     """The API process's counters and the scrape-time collectors, on one registry."""
 
-    def __init__(self, settings: Settings, celery: Celery, cache: ModelCache) -> None:
+    def __init__(self, settings: Settings, broker_probe: BrokerProbe, cache: ModelCache) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "efnf_http_requests",
@@ -74,7 +73,7 @@ class ServiceMetrics:
             "efnf_sampling_seconds", "Seconds spent sampling.", registry=self.registry
         )
         self.registry.register(ModelCacheCollector(cache))
-        self.registry.register(DatabaseCollector(settings, celery))
+        self.registry.register(DatabaseCollector(settings, broker_probe))
 
 
 class ModelCacheCollector(Collector):
@@ -98,9 +97,11 @@ class ModelCacheCollector(Collector):
 class DatabaseCollector(Collector):
     """Figures read at scrape time: jobs by state, running jobs' speed, the queue's length."""
 
-    def __init__(self, settings: Settings, celery: Celery) -> None:
+    def __init__(self, settings: Settings, broker_probe: BrokerProbe) -> None:
         self._settings = settings
-        self._celery = celery
+        # Shared with /readyz: however often /metrics is scraped, the broker sees one probe
+        # per period (each probe holds a broker connection).
+        self._broker_probe = broker_probe
 
     def describe(self) -> list[Metric]:
         # Without this, registering would call collect() (and the database) at start-up.
@@ -162,8 +163,8 @@ class DatabaseCollector(Collector):
 
     def _queue(self) -> Iterator[Metric]:
         try:
-            waiting = check_broker(self._celery, self._settings.train_queue, timeout_s=2.0)
-        except Exception as error:
+            waiting = self._broker_probe()
+        except BrokerUnavailable as error:
             logger.warning("metrics: broker unavailable (%s)", error)
             return
         yield GaugeMetricFamily(

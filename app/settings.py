@@ -16,6 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_DATABASE_URL = "sqlite:///./var/efnf.sqlite3"
 EMBEDDED_BROKER_URL = "sqla+sqlite:///./var/broker.sqlite3"
+# Set by `python -m app serve` for its worker: the read end of a pipe that closes when the
+# launcher dies (worker/parent_watch.py).
+PARENT_PIPE_ENV = "EFNF_PARENT_PIPE_FD"
 
 
 class Settings(BaseSettings):
@@ -49,6 +52,15 @@ class Settings(BaseSettings):
     )
     max_json_bytes: int = Field(
         8 * 1024 * 1024, ge=1, description="Largest body of any other request (JSON)."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="`python -m app serve` closes a connection that has not sent a complete "
+        "request line and headers this long after it opened.",
+    )
+    body_read_timeout_s: float = Field(
+        30.0, gt=0, description="A request whose body sends no data this long is stopped (408)."
     )
     max_dataset_items: int = Field(1_000_000, ge=1)
     # Bounded by flows.data.dataset.MAX_IMAGE_SIDE (256), the largest side the library accepts;
@@ -122,6 +134,12 @@ class Settings(BaseSettings):
         description="Serve Prometheus metrics at GET /metrics without an API key (like "
         "/healthz); false: no /metrics at all (it is then an unknown path, behind the key).",
     )
+    max_tenant_storage_bytes: int = Field(
+        10 * 1024**3,
+        ge=1,
+        description="Bytes one tenant may store: its data sets' arrays and its checkpoints. A "
+        "data set that would pass it is refused (413), and so is a job while the tenant is at it.",
+    )
 
     # Jobs, heartbeats and the reaper.
     max_attempts: int = Field(3, ge=1, description="Claims of a job before it is failed.")
@@ -138,6 +156,26 @@ class Settings(BaseSettings):
         gt=0,
         description="A running job whose training loop made no progress for this long is "
         "treated as dead: its worker stops the heartbeat, so the reaper re-queues it.",
+    )
+    cancel_grace_s: float = Field(
+        5.0,
+        gt=0,
+        description="A cancellation (or EFNF_MAX_JOB_SECONDS) the training loop has not acted on "
+        "this long after its heartbeat saw it, e.g. inside one long step, ends the attempt from "
+        "outside the loop: the job is recorded and the training process exits.",
+    )
+    max_job_seconds: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="Wall-clock cap of one attempt of a job; past it the job fails, keeping its "
+        "newest checkpoint.",
+    )
+    max_job_memory_bytes: int = Field(
+        8 * 1024**3,
+        ge=1,
+        description="Memory one training job may use: submissions whose estimated step memory "
+        "(flows.cost.training_step_bytes) is above it are refused, and a training process "
+        "whose resident memory passes it fails its job and exits.",
     )
     reaper_interval_s: float = Field(30.0, gt=0)
     requeue_queued_after_s: float = Field(
@@ -163,6 +201,11 @@ class Settings(BaseSettings):
         "EFNF_HEARTBEAT_TIMEOUT_S.",
     )
     worker_loglevel: str = Field("INFO")
+    worker_cuda: bool = Field(
+        False,
+        description="The workers have a CUDA device; without it, training.device 'cuda' is "
+        "refused at submission instead of failing on the worker.",
+    )
 
     # Serving.
     serve_device: str = Field("cpu", description="Device for scoring and sampling in the API.")

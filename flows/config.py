@@ -66,7 +66,7 @@ class LogDetEstimatorConfig(BaseModel):
     weighted by 1 / P(n_terms >= k), which makes the truncated series unbiased.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     n_exact_terms: int = Field(2, ge=1, le=50, description="Terms always evaluated (training).")
     eval_exact_terms: int = Field(
@@ -115,7 +115,7 @@ class FlowConfig(BaseModel):
     likelihood it reports is then a lower bound (importance weighted at evaluation).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     family: Family = Field(
         None,  # type: ignore[assignment]  # filled in by _default_family before validation
@@ -411,7 +411,7 @@ class FlowConfig(BaseModel):
 class TrainConfig(BaseModel):
     """A training run: optimisation, logging and checkpointing."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     steps: int = Field(1000, ge=1, le=10_000_000)
     batch_size: int = Field(64, ge=1, le=65536)

@@ -13,7 +13,11 @@ every family:
   Jacobian, or ``probes x (1 + expected series terms)`` for its estimator; one for coupling and
   linear blocks (analytic log-dets; a linear block's series is counted as its terms); one or
   ``iaf_blocks`` for an autoregressive block, by direction;
-- the *work* of a request or a run: passes times activations, in computed feature values.
+- the *work* of a request or a run: passes times activations, in computed feature values;
+- the *memory* of a training step in bytes: what backpropagation keeps per activation (for
+  residual blocks, the graph the log-det estimator's series runs its vector-Jacobian products
+  through and the Neumann-gradient backward builds on; D replicated rows for an exact
+  Jacobian), the parameters with their gradients and optimiser state, and a fixed overhead.
 
 They are estimates of scale, not predictions of seconds or bytes: good to bound a request by a
 limit, and to compare two configurations.
@@ -33,11 +37,22 @@ __all__ = [
     "inverse_work",
     "scoring_work",
     "training_method",
+    "training_step_bytes",
     "training_work",
 ]
 
 # Terms of a convolution exponential's series for ||M|| <= 0.97 to reach 1e-12 (c^n / n!).
 LINEAR_SERIES_TERMS = 16
+BYTES_PER_VALUE = 4
+# float32 values a training step keeps alive per counted activation: measured at 8 to 9 (peak
+# resident memory of one step of C4 residual flows on 8x8 images, width 16-32, depth 2-8,
+# batch 16: +35 MB per +0.8 M activations), which also predicted the 12.4 GB of the issue 12
+# residual-heavy config; rounded up.
+VALUES_KEPT_PER_ACTIVATION = 12
+# Parameters, their gradients, Adam's two moments, the expanded filters and their gradients.
+VALUES_PER_WEIGHT = 6
+# The process before its first step: torch, escnn and its bases, the data set.
+STEP_OVERHEAD_BYTES = 512 * 1024**2
 
 
 def field_size(config: FlowConfig) -> int:
@@ -181,6 +196,23 @@ def forward_activations(config: FlowConfig, batch: int) -> int:
     """Feature values of one forward pass of ``batch`` items, one pass through every block."""
     blocks = sum(_block_activations(config, kind, index) for kind, index in _blocks(config))
     return batch * (blocks + _padding_network(config)[1])
+
+
+def training_step_bytes(config: FlowConfig, training: TrainConfig) -> int:
+    """Bytes one training step needs at its peak (see the module's docstring).
+
+    An exact residual log-det replicates each item ``D`` times through the block; the
+    estimator's series terms reuse the one graph of the block (their vector-Jacobian products
+    are not kept), which the constant per activation covers with the Neumann-gradient backward.
+    """
+    exact = training_method(config, training) == "exact"
+    kept = _padding_network(config)[1]
+    for kind, index in _blocks(config):
+        rows = config.latent_dim if kind == "residual" and exact else 1
+        kept += rows * _block_activations(config, kind, index)
+    values = VALUES_KEPT_PER_ACTIVATION * training.batch_size * kept
+    values += VALUES_PER_WEIGHT * expanded_weights(config)
+    return BYTES_PER_VALUE * values + STEP_OVERHEAD_BYTES
 
 
 def _expected_terms(estimator: LogDetEstimatorConfig, exact_terms: int) -> float:

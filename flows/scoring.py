@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from flows.data import DataError, dequantize, quantize
+from flows.data.dataset import MAX_POINT_MAGNITUDE
 from flows.flow import Flow, LogDetMethod
 from flows.metrics import bits_per_dim
 
@@ -40,7 +41,8 @@ def to_model_input(flow: Flow, array: np.ndarray, generator: torch.Generator) ->
     """Validates ``array`` against the flow's data and converts it to the flow's input.
 
     Raises:
-        DataError: wrong shape, non-finite values, or image values outside 0..255 / [0, 1].
+        DataError: wrong shape, non-finite values, points beyond +-1e6, or image values
+            outside 0..255 / [0, 1].
     """
     values = np.asarray(array)
     expected = list(flow.data_shape)
@@ -55,6 +57,12 @@ def to_model_input(flow: Flow, array: np.ndarray, generator: torch.Generator) ->
         raise DataError("input contains NaN or infinite values")
     device, dtype = flow._device_dtype()
     if flow.config.is_points:
+        largest = float(np.abs(values.astype(np.float64)).max()) if values.size else 0.0
+        if largest > MAX_POINT_MAGNITUDE:
+            raise DataError(
+                f"input has a coordinate of magnitude {largest:.6g}; coordinates must lie within "
+                f"+-{MAX_POINT_MAGNITUDE:.0e}, as in uploaded data sets"
+            )
         return torch.as_tensor(values, dtype=dtype).to(device)
     if values.dtype.kind == "f":
         if values.size and (values.min() < 0.0 or values.max() > 1.0):

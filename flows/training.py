@@ -32,6 +32,8 @@ VALIDATION_ITEMS = 256
 VALIDATION_PROBES = 2
 # Augmented flows report bounds: their nll/bpd metrics are upper bounds, and named so.
 BOUND_SUFFIX = "_bound"
+# torch seeds are unsigned 64-bit: derived seeds wrap so that any schema-valid seed works.
+SEED_MODULUS = 2**64
 
 
 class TrainCallbacks:
@@ -150,7 +152,8 @@ class _Run:
     def validation_metrics(self, step: int) -> dict[str, float]:
         if len(self.validation_data) == 0:
             return {}
-        generator = torch.Generator(device="cpu").manual_seed(self.config.seed * 7919 + step)
+        seed = (self.config.seed * 7919 + step) % SEED_MODULUS
+        generator = torch.Generator(device="cpu").manual_seed(seed)
         items = self.validation_data[:VALIDATION_ITEMS]
         x = self.to_model_input(items, generator)
         # Not the training estimator: its single probe and two exact terms have a heavy tail

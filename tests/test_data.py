@@ -7,6 +7,7 @@ import io
 import math
 import re
 import struct
+import time
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -569,6 +570,24 @@ def test_read_csv(rng: np.random.Generator) -> None:
     np.testing.assert_array_equal(read_dataset_file(text.encode(), "p.csv").array, points)
     single_column = read_dataset_file(b"value\n1\n2\n", "p.csv", kind="points")
     assert single_column.shape == (1,)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"1,2\n" + b"1," * 5_000_000 + b"1\n", "line 2 has 5000001 columns; at most 64"),
+        (b"1,2\n" + b"1" * 5_000_000 + b"\n", "line 2 is 5000001 characters long"),
+        (b'1,2\n"' + b"1" * 5_000_000 + b'"\n', "line 2 is 5000003 characters long"),
+    ],
+    ids=["five-million-fields", "five-million-digits", "five-million-quoted"],
+)
+def test_read_csv_refuses_a_huge_line_before_parsing_it(content: bytes, fragment: str) -> None:
+    """Issue 12: one line of 10 M fields was split and parsed in full (28 s, gigabytes) before
+    its column count was checked; now each line is measured first."""
+    started = time.perf_counter()
+    with pytest.raises(DataError, match=re.escape(fragment)):
+        read_dataset_file(content, "huge.csv")
+    assert time.perf_counter() - started < 1.0
 
 
 def test_read_png_zip_gray_and_rgb(rng: np.random.Generator) -> None:

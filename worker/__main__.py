@@ -11,6 +11,7 @@ import os
 import sys
 
 from app.settings import get_settings
+from worker.parent_watch import node_name, watch_parent
 
 
 def worker_argv(extra: list[str]) -> list[str]:
@@ -24,7 +25,7 @@ def worker_argv(extra: list[str]) -> list[str]:
         "--loglevel",
         settings.worker_loglevel,
         "--hostname",
-        f"{settings.worker_name or f'efnf-{os.getpid()}'}@%h",
+        f"{node_name(settings, os.getpid())}@%h",
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
@@ -37,6 +38,7 @@ def worker_argv(extra: list[str]) -> list[str]:
 def main() -> None:
     from worker.celery_app import celery_app
 
+    watch_parent(get_settings(), os.getpid())
     celery_app.worker_main(argv=worker_argv(sys.argv[1:]))
 
 

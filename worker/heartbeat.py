@@ -12,6 +12,16 @@ that never returns) would look alive forever. The loop therefore reports progres
 stops being refreshed, so the reaper sees the attempt as dead and re-queues the job. Once the
 claim is gone the hung process exits: its loop cannot be interrupted from Python, and exiting
 frees the worker's slot (the prefork pool replaces the child; the launcher restarts a solo worker).
+
+One training step of a large residual flow can take minutes, and the loop only looks at
+:attr:`stop` between steps. So the thread also ends the attempt itself, from outside the loop:
+
+- a cancellation the loop has not acted on within ``cancel_grace_s`` is recorded (the job is
+  cancelled, its newest checkpoint kept as its model) and the process exits;
+- an attempt running longer than ``max_seconds`` (EFNF_MAX_JOB_SECONDS) is asked to stop, then
+  failed the same way after the grace;
+- a process whose resident memory passes ``max_memory_bytes`` (EFNF_MAX_JOB_MEMORY_BYTES) fails
+  the job at once and exits, before the machine runs out of memory.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import os
 import threading
 import time
 
-from app.db.lifecycle import Beat, heartbeat, read_claim
+from app.db.lifecycle import Beat, finish_job, heartbeat, read_claim
 from app.db.session import session_scope
 from worker.progress import StepRate, WindowMean
 
@@ -29,6 +39,15 @@ logger = logging.getLogger(__name__)
 
 # Exit status of a worker process that ended itself because its training loop hung.
 HUNG_EXIT_CODE = 75
+# Exit status of a worker process that ended its attempt from outside the training loop.
+ENDED_EXIT_CODE = 76
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def resident_bytes() -> int:
+    """Resident memory of this process (Linux ``/proc/self/statm``)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE_BYTES
 
 
 class Heartbeat(threading.Thread):
@@ -39,8 +58,16 @@ class Heartbeat(threading.Thread):
         attempt: int,
         interval_s: float,
         stall_timeout_s: float,
+        cancel_grace_s: float = 5.0,
+        max_seconds: float | None = None,
+        max_memory_bytes: int | None = None,
     ) -> None:
         super().__init__(name=f"efnf-heartbeat-{job_id}", daemon=True)
+        self._cancel_grace_s = cancel_grace_s
+        self._max_seconds = max_seconds
+        self._max_memory_bytes = max_memory_bytes
+        self._attempt_began = time.monotonic()
+        self._stop_requested_at: float | None = None
         self._database_url = database_url
         self._job_id = job_id
         self._attempt = attempt
@@ -71,6 +98,7 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self._finished.wait(self._interval_s):
+            self._enforce_caps()
             stalled = self.stalled_for_s() > self._stall_timeout_s
             if stalled and not self._stall_reported:
                 self._stall_reported = True
@@ -92,6 +120,52 @@ class Heartbeat(threading.Thread):
                 self.request_stop("lost")
             elif beat.cancel_requested:
                 self.request_stop("cancelled")
+
+    def _enforce_caps(self) -> None:
+        if self._max_memory_bytes is not None:
+            resident = resident_bytes()
+            if resident > self._max_memory_bytes:
+                self._end_attempt(
+                    "failed",
+                    f"the training process used {resident} bytes of memory, above this "
+                    f"service's limit {self._max_memory_bytes} (EFNF_MAX_JOB_MEMORY_BYTES); "
+                    "use a smaller batch_size, width or depth",
+                )
+        elapsed = time.monotonic() - self._attempt_began
+        if self._max_seconds is not None and elapsed > self._max_seconds:
+            self.request_stop("timed out")
+        if self._stop_requested_at is None or self._finished.is_set():
+            return
+        if time.monotonic() - self._stop_requested_at < self._cancel_grace_s:
+            return
+        if self.reason == "cancelled":
+            self._end_attempt("cancelled", None)
+        elif self.reason == "timed out":
+            self._end_attempt("failed", self.timeout_message())
+
+    def timeout_message(self) -> str:
+        return (
+            f"the attempt ran longer than this service's limit {self._max_seconds:.0f} s "
+            "(EFNF_MAX_JOB_SECONDS); the newest checkpoint is kept"
+        )
+
+    def _end_attempt(self, state: str, error: str | None) -> None:
+        """Records ``state`` for the job (fenced by the attempt) and exits this process: the
+        training loop is inside a step that cannot be interrupted from Python."""
+        logger.error(
+            "job %s: attempt %d ended from outside the training loop: %s%s; exiting process %d",
+            self._job_id,
+            self._attempt,
+            state,
+            f" ({error})" if error else "",
+            os.getpid(),
+        )
+        try:
+            with session_scope(self._database_url) as session:
+                finish_job(session, self._job_id, self._attempt, state, error=error)
+        except Exception:
+            logger.exception("job %s: could not record %s; the reaper will", self._job_id, state)
+        os._exit(ENDED_EXIT_CODE)
 
     def _beat(self, refresh: bool) -> Beat:
         with session_scope(self._database_url) as session:
@@ -122,6 +196,7 @@ class Heartbeat(threading.Thread):
     def request_stop(self, reason: str) -> None:
         if self.reason is None:
             self.reason = reason
+            self._stop_requested_at = time.monotonic()
         self.stop.set()
 
     def finish(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 from celery import Task
@@ -53,8 +53,7 @@ def train_job(self: Task, job_id: str) -> str:
 def run_job(settings: Settings, job_id: str, worker: str) -> str:
     """Claims and trains ``job_id``; returns the job's outcome (or why it was not run)."""
     stale_before = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
-    with session_scope(settings.database_url) as session:
-        claim = lifecycle.claim_job(session, job_id, worker, stale_before, settings.max_attempts)
+    claim, job_id = _claim_in_turn(settings, job_id, worker, stale_before)
     if claim.outcome is not lifecycle.ClaimOutcome.CLAIMED:
         logger.info("job %s not run: %s", job_id, claim.outcome.value)
         return claim.outcome.value
@@ -67,6 +66,9 @@ def run_job(settings: Settings, job_id: str, worker: str) -> str:
         attempt,
         settings.heartbeat_interval_s,
         settings.stall_timeout_s,
+        cancel_grace_s=settings.cancel_grace_s,
+        max_seconds=settings.max_job_seconds,
+        max_memory_bytes=settings.max_job_memory_bytes,
     )
     heartbeat.start()
     try:
@@ -98,7 +100,30 @@ def run_job(settings: Settings, job_id: str, worker: str) -> str:
         return _fail(settings, job_id, attempt, f"{type(error).__name__}: {error}")
     finally:
         heartbeat.finish()
-    return _record_result(settings, job_id, attempt, result, heartbeat.reason)
+    error = heartbeat.timeout_message() if heartbeat.reason == "timed out" else None
+    return _record_result(settings, job_id, attempt, result, heartbeat.reason, error)
+
+
+def _claim_in_turn(
+    settings: Settings, job_id: str, worker: str, stale_before: datetime
+) -> tuple[lifecycle.Claim, str]:
+    """Claims the queued job whose tenant's turn it is (``lifecycle.fair_job_for``), or the
+    message's own job when that one was taken by another worker first; returns the claim and
+    the job it concerns."""
+    with session_scope(settings.database_url) as session:
+        chosen = lifecycle.fair_job_for(session, job_id, stale_before)
+    for candidate in dict.fromkeys((chosen, job_id)):
+        with session_scope(settings.database_url) as session:
+            claim = lifecycle.claim_job(
+                session, candidate, worker, stale_before, settings.max_attempts
+            )
+        if claim.outcome is lifecycle.ClaimOutcome.CLAIMED or candidate == job_id:
+            if candidate != job_id:
+                logger.info(
+                    "job %s runs on the message of job %s (tenants' turns)", chosen, job_id
+                )
+            return claim, candidate
+    raise AssertionError("unreachable: the message's own job is the last candidate")
 
 
 def _load_inputs(settings: Settings, job_id: str, attempt: int) -> JobInputs:
@@ -138,12 +163,20 @@ def _fail(settings: Settings, job_id: str, attempt: int, reason: str) -> str:
 
 
 def _record_result(
-    settings: Settings, job_id: str, attempt: int, result: TrainResult, stop_reason: str | None
+    settings: Settings,
+    job_id: str,
+    attempt: int,
+    result: TrainResult,
+    stop_reason: str | None,
+    error: str | None = None,
 ) -> str:
+    """Records how the attempt ended; ``error`` (a stop for a limit) fails the job."""
     if result.stopped and stop_reason == "lost":
         logger.warning("job %s: attempt %d lost its claim; result discarded", job_id, attempt)
         return "lost"
     state = "cancelled" if result.stopped else "succeeded"
+    if result.stopped and error is not None:
+        state = "failed"
 
     def write() -> None:
         with session_scope(settings.database_url) as session:
@@ -157,7 +190,13 @@ def _record_result(
                 final=not result.stopped,
             )
             lifecycle.finish_job(
-                session, job_id, attempt, state, step=result.step, metrics=result.metrics
+                session,
+                job_id,
+                attempt,
+                state,
+                step=result.step,
+                metrics=result.metrics,
+                error=error,
             )
 
     retry_while_database_unavailable(

@@ -12,6 +12,7 @@ part headers and form fields; every other body (JSON) is capped by ``EFNF_MAX_JS
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from starlette.datastructures import Headers
@@ -75,11 +76,24 @@ class RequestBodyLimitMiddleware:
                 await _refuse(scope, receive, send, 413, message)
                 return
         received = 0
+        body_complete = False
+        patience = self.settings.body_read_timeout_s
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_complete
+            if body_complete:
+                # After the body, receive() waits for a disconnect for as long as a response runs.
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), patience)
+            except TimeoutError:
+                raise RequestBodyError(
+                    408,
+                    f"request body: no data for {patience:g} s (EFNF_BODY_READ_TIMEOUT_S) after "
+                    f"{received} bytes; the request was stopped",
+                ) from None
             if message["type"] == "http.request":
+                body_complete = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if declared is not None and received > declared:
                     raise RequestBodyError(

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from app.api.auth import get_tenant
+from app.broker import BrokerProbe
 from app.db.session import session_factory
 from app.metrics import ServiceMetrics
 from app.model_cache import ModelCache
@@ -34,6 +35,10 @@ def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
+def get_broker_probe(request: Request) -> BrokerProbe:
+    return request.app.state.broker_probe
+
+
 def get_model_cache(request: Request) -> ModelCache:
     return request.app.state.model_cache
 
@@ -48,5 +53,6 @@ SessionDep = Annotated[Session, Depends(get_session)]
 # read.
 OwnerDep = Annotated[str, Depends(get_tenant)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
+BrokerProbeDep = Annotated[BrokerProbe, Depends(get_broker_probe)]
 ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.api.text import check_name
 from app.db.base import utcnow
 from app.db.models import Checkpoint, Dataset, Job, Metric
 from flows import FlowConfig, TrainConfig
@@ -107,6 +108,11 @@ class JobIn(BaseModel):
     dataset_id: str
     flow: FlowConfig
     training: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("dataset_id")
+    @classmethod
+    def _printable_id(cls, value: str) -> str:
+        return check_name(value, "dataset_id", max_length=40)
 
 
 JOB_EXAMPLES = {

@@ -83,6 +83,17 @@ def dataset_array_blob(session: Session, dataset_id: str) -> bytes:
     return session.scalar(select(Dataset.array).where(Dataset.id == dataset_id))
 
 
+def tenant_storage_bytes(session: Session, owner: str) -> int:
+    """Bytes stored for ``owner``: data set arrays and checkpoints."""
+    datasets = session.scalar(
+        select(func.coalesce(func.sum(Dataset.size_bytes), 0)).where(Dataset.owner == owner)
+    )
+    checkpoints = session.scalar(
+        select(func.coalesce(func.sum(Checkpoint.size_bytes), 0)).where(Checkpoint.owner == owner)
+    )
+    return int(datasets) + int(checkpoints)
+
+
 def count_active_jobs(session: Session, dataset_id: str) -> int:
     return session.scalar(
         select(func.count())
@@ -91,8 +102,30 @@ def count_active_jobs(session: Session, dataset_id: str) -> int:
     )
 
 
+def lock_dataset(session: Session, owner: str, dataset_id: str) -> bool:
+    """Takes the write lock on a data set's row for the rest of the transaction; False when the
+    tenant has no such data set (or it was deleted while this waited).
+
+    Submitting a job on a data set and deleting it both start with this lock, so they run one
+    after the other: the delete then sees the job (409), or the submit no longer sees the data
+    set. A no-op UPDATE, not ``SELECT ... FOR UPDATE``: SQLite ignores the latter, while its
+    first write takes the database's write lock (waiting up to the busy timeout) and PostgreSQL
+    locks the row.
+    """
+    result = session.execute(
+        update(Dataset)
+        .where(Dataset.id == dataset_id, Dataset.owner == owner)
+        .values(size_bytes=Dataset.size_bytes)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
 def delete_dataset(session: Session, dataset: Dataset) -> None:
-    """Deletes ``dataset``; refused while a queued or running job uses it."""
+    """Deletes ``dataset``; refused while a queued or running job uses it.
+
+    Call it under :func:`lock_dataset`, so that no job is submitted between the count and the
+    delete."""
     active = count_active_jobs(session, dataset.id)
     if active:
         raise ConflictError(

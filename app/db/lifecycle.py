@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -71,6 +71,54 @@ def _stale(stale_before: datetime) -> Any:
     return (Job.state == "running") & or_(
         Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before
     )
+
+
+def fair_job_for(session: Session, job_id: str, stale_before: datetime) -> str:
+    """The job a worker should claim for a message about ``job_id``: round-robin between
+    tenants, so that one tenant's queue of jobs cannot starve another's.
+
+    A message only wakes a worker; every queued job has one, so running another queued job for
+    it keeps one message per queued job. Among the tenants with queued jobs (not cancelled), the
+    one with the fewest running jobs goes first, then the one whose last attempt started
+    longest ago (never first); its oldest queued job is chosen. A running job with a stale
+    heartbeat is re-claimed as before, and with nothing queued the message's job is returned.
+    """
+    if session.scalar(select(Job.id).where(Job.id == job_id, _stale(stale_before))) is not None:
+        return job_id
+    queued = session.execute(
+        select(Job.id, Job.owner)
+        .where(Job.state == "queued", ~Job.cancel_requested)
+        .order_by(Job.created_at, Job.id)
+    ).all()
+    if not queued:
+        return job_id
+    owners = {row.owner for row in queued}
+    running = dict(
+        session.execute(
+            select(Job.owner, func.count())
+            .where(Job.state == "running", Job.owner.in_(owners))
+            .group_by(Job.owner)
+        ).all()
+    )
+    last_start = dict(
+        session.execute(
+            select(Job.owner, func.max(Job.attempt_started_at))
+            .where(Job.owner.in_(owners))
+            .group_by(Job.owner)
+        ).all()
+    )
+    never = datetime.min.replace(tzinfo=UTC)
+
+    def turn(owner: str) -> tuple[int, datetime]:
+        started = last_start.get(owner)
+        return running.get(owner, 0), never if started is None else _aware(started)
+
+    chosen = min(owners, key=lambda owner: (turn(owner), owner))
+    return next(row.id for row in queued if row.owner == chosen)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def claim_job(
@@ -331,6 +379,28 @@ def requeue_jobs_of_worker(session: Session, worker: str, claimed_before: dateti
             Job.attempt_started_at < claimed_before,
         )
         .values(state="queued", enqueued_at=now, updated_at=now, worker=None)
+        .returning(Job.id)
+    )
+    return [row.id for row in rows]
+
+
+def release_jobs_of_worker(session: Session, worker: str) -> list[str]:
+    """Puts back in the queue, unsent and with the attempt refunded, the jobs running under
+    ``worker``: for a worker that stops because its launcher died, not because of the job.
+
+    Unsent (``enqueued_at`` cleared) so that the reaper sends each one again at once.
+    """
+    now = utcnow()
+    rows = session.execute(
+        update(Job)
+        .where(Job.state == "running", Job.worker == worker)
+        .values(
+            state="queued",
+            attempts=Job.attempts - 1,
+            enqueued_at=None,
+            updated_at=now,
+            worker=None,
+        )
         .returning(Job.id)
     )
     return [row.id for row in rows]

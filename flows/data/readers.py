@@ -16,6 +16,7 @@ import math
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -48,6 +49,9 @@ MAX_ZIP_ENTRIES = 100_000
 # its metadata chunks (Pillow reads at most 1 MiB of text per chunk).
 PNG_METADATA_BYTES = 2 * 1024 * 1024
 NPZ_PREFERRED_NAMES = ("x", "data")
+# The longest CSV line read: 64 numbers of up to 1 KiB each. Longer lines are refused before
+# the csv module splits them into fields (a 59 MB line of 10 M fields took 28 s and gigabytes).
+MAX_CSV_LINE_CHARS = 64 * 1024
 ACCEPTED_EXTENSIONS = (".csv", ".npy", ".npz", ".zip")
 
 # Pillow reports malformed input through all of these (SyntaxError for broken chunks, ValueError
@@ -269,6 +273,28 @@ def _parse_row(row: list[str]) -> list[float | None]:
     return parsed
 
 
+def _bounded_lines(text: str, filename: str) -> Iterator[str]:
+    """The physical lines of ``text``, each checked for length and separators before the csv
+    module parses it, so that a line's cost is bounded whatever the file holds.
+
+    A line with 64 or more commas has more than 64 fields, or a quoted field with commas in it;
+    neither is a row of numbers.
+    """
+    for line_number, line in enumerate(io.StringIO(text, newline=""), start=1):
+        separators = line.count(",")
+        if separators >= MAX_POINT_DIM:
+            raise DataError(
+                f"{filename!r} line {line_number} has {separators + 1} columns; at most "
+                f"{MAX_POINT_DIM} are accepted"
+            )
+        if len(line) > MAX_CSV_LINE_CHARS:
+            raise DataError(
+                f"{filename!r} line {line_number} is {len(line)} characters long; a row of at "
+                f"most {MAX_POINT_DIM} numbers fits in {MAX_CSV_LINE_CHARS}"
+            )
+        yield line
+
+
 def read_csv(content: bytes, filename: str) -> Dataset:
     """Reads points from CSV: one point per row, an optional first row of column names.
 
@@ -293,7 +319,7 @@ def read_csv(content: bytes, filename: str) -> Dataset:
     columns: int | None = None
     rows = 0
     try:
-        reader = csv.reader(io.StringIO(text, newline=""))
+        reader = csv.reader(_bounded_lines(text, filename))
         for row in reader:
             if not row or all(not field.strip() for field in row):
                 continue

@@ -11,6 +11,7 @@ from flows.cost import (
     inverse_work,
     scoring_work,
     training_method,
+    training_step_bytes,
     training_work,
 )
 from flows.layers import PolarSplineBlock
@@ -108,3 +109,29 @@ def test_analytic_families_cost_one_pass_and_iaf_costs_k_in_its_slow_direction()
     padded = FlowConfig(group="C4", data_shape=[2], padding_channels=1, padding_eval_samples=8)
     single = padded.model_copy(update={"padding_eval_samples": 1})
     assert scoring_work(padded, 1, "exact") == 8 * scoring_work(single, 1, "exact")
+
+
+RESIDUAL_HEAVY = FlowConfig(
+    family="mixed",
+    blocks=["residual"] * 8,
+    depth=64,
+    width=64,
+    group="C4",
+    data_shape=[1, 8, 8],
+)
+
+
+def test_step_memory_covers_the_residual_heavy_config_of_issue_12() -> None:
+    """It used 12.4 GB of worker memory on 3 steps of batch 16; the estimate must not be lower,
+    and must scale with the batch (activations) and the exact Jacobian's D rows."""
+    training = TrainConfig(steps=3, batch_size=16)
+    assert training_step_bytes(RESIDUAL_HEAVY, training) >= 12.4e9
+    double = training.model_copy(update={"batch_size": 32})
+    fixed = training_step_bytes(RESIDUAL_HEAVY, training.model_copy(update={"batch_size": 0}))
+    assert training_step_bytes(RESIDUAL_HEAVY, double) - fixed == pytest.approx(
+        2 * (training_step_bytes(RESIDUAL_HEAVY, training) - fixed)
+    )
+    points = FlowConfig(group="C4", data_shape=[2], width=4, depth=2)
+    exact = training_step_bytes(points, TrainConfig(batch_size=64, logdet="exact"))
+    estimated = training_step_bytes(points, TrainConfig(batch_size=64, logdet="estimate"))
+    assert exact > estimated

@@ -186,3 +186,29 @@ def test_data_compatibility_names_the_field() -> None:
     with pytest.raises(ValueError, match=r"flow.data_shape \[1, 8, 8\] does not match"):
         check_data_compatible(DIGITS, "points", (2,))
     check_data_compatible(DIGITS, "images", (1, 8, 8))
+
+
+@pytest.mark.parametrize(
+    ("model", "values", "field"),
+    [
+        (TrainConfig, {"grad_clip": float("inf")}, "grad_clip"),
+        (TrainConfig, {"learning_rate": float("nan")}, "learning_rate"),
+        (FlowConfig, {"data_shape": [2], "scale_bound": float("inf")}, "scale_bound"),
+        (
+            FlowConfig,
+            {"data_shape": [2], "estimator": {"geometric_p": float("nan")}},
+            "geometric_p",
+        ),
+    ],
+)
+def test_non_finite_numbers_are_refused(model: type, values: dict, field: str) -> None:
+    """An infinite grad_clip was once stored, then neither its JSON nor its checkpoint loaded."""
+    with pytest.raises(ValidationError, match=rf"{field}\n  Input should be a finite number"):
+        model(**values)
+
+
+def test_the_largest_seed_trains_and_validates() -> None:
+    """Seeds derived per validation pass wrap below 2^64 instead of overflowing torch's."""
+    config = TrainConfig(steps=2, batch_size=16, metric_interval=1, seed=2**63 - 1)
+    result = train(build_flow(POINTS), eight_gaussians(64, seed=0), config)
+    assert result.step == 2 and "val_nll" in result.metrics

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 
 from flows.checkpoint import load_flow, read_checkpoint_info
 from flows.scoring import score
@@ -98,3 +100,66 @@ def test_cancel_takes_effect_within_one_metric_interval(
     never_ran = stack.client.get(f"/v1/jobs/{queued['id']}").json()
     assert never_ran["state"] == "cancelled" and never_ran["attempts"] == 0
     assert metric_steps(stack, queued["id"]) == []
+
+
+# Residual-heavy enough that one training step takes many seconds on a CPU (issue 12: the
+# depth-4 variant of this ignored cancel for more than 5 minutes).
+LONG_STEP_FLOW = {
+    "family": "mixed",
+    "blocks": ["residual"] * 8,
+    "depth": 2,
+    "width": 64,
+    "group": "C4",
+    "data_shape": [1, 8, 8],
+}
+CANCEL_WITHIN_S = 10.0
+
+
+def test_cancel_ends_a_job_inside_one_long_step(
+    stack: Stack, trained: Trained, record_property: RecordProperty
+) -> None:
+    job = submit_job(
+        stack.client,
+        trained.image_dataset["id"],
+        LONG_STEP_FLOW,
+        {"steps": 3, "batch_size": 16, "metric_interval": 1, "checkpoint_interval": 1},
+    )
+    stack.wait_until(job["id"], lambda j: j["state"] == "running", timeout_s=120)
+    time.sleep(2.0)  # past building the flow, inside the first step
+    cancelled_at = time.monotonic()
+    assert stack.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
+    final = stack.wait_for_job(job["id"], states=("cancelled",), timeout_s=60)
+    took = time.monotonic() - cancelled_at
+    record_property("seconds_to_cancel", round(took, 2))
+    assert took <= CANCEL_WITHIN_S and final["step"] == 0, (took, final)
+    # The worker took the next job: the process that exited was replaced.
+    after = submit_job(
+        stack.client, trained.points_dataset["id"], POINTS_FLOW, {"steps": 5, "batch_size": 16}
+    )
+    assert stack.wait_for_job(after["id"])["state"] == "succeeded"
+
+
+def test_one_tenants_queue_does_not_starve_another(
+    stack: Stack, trained: Trained, other_tenant_client: TestClient
+) -> None:
+    """Tenant A queues three jobs, then tenant B one: B's runs second, not after all of A's
+    (one worker: tenants take turns, issue 12)."""
+    training = {"steps": 10, "batch_size": 16, "metric_interval": 10}
+    own = [
+        submit_job(stack.client, trained.points_dataset["id"], POINTS_FLOW, training)
+        for _ in range(3)
+    ]
+    response = other_tenant_client.post(
+        "/v1/datasets/builtin", json={"name": "eight_gaussians", "n": 64}
+    )
+    assert response.status_code == 201, response.text
+    other = submit_job(other_tenant_client, response.json()["id"], POINTS_FLOW, training)
+    started = {job["id"]: stack.wait_for_job(job["id"])["started_at"] for job in own}
+    deadline = time.monotonic() + 120
+    while (theirs := other_tenant_client.get(f"/v1/jobs/{other['id']}").json())["state"] != (
+        "succeeded"
+    ):
+        assert time.monotonic() < deadline, theirs
+        time.sleep(0.3)
+    order = sorted([*started.values(), theirs["started_at"]])
+    assert order.index(theirs["started_at"]) <= 1, (started, theirs["started_at"])

@@ -50,7 +50,7 @@ from tests.service.hostile_files import (
     zip_with_symlink,
 )
 from tests.service.payloads import IMAGE_FLOW, POINTS_FLOW, Trained, submit_job
-from tests.service.stack import Stack
+from tests.service.stack import Stack, create_key
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
 
@@ -232,6 +232,8 @@ UPLOADS: list[tuple[str, str, bytes, int, str]] = [
     ("csv-binary", "b.csv", b"\x00\x01\x02\xff\xfe", 422, "not UTF-8"),
     ("csv-unclosed-quote", "q.csv", b'1,"2\n3,4\n', 422, "'2\\n3,4\\n' is not a number"),
     ("csv-65-columns", "w.csv", (",".join(["1"] * 65) + "\n").encode(), 422, "65 columns"),
+    ("csv-ten-million-fields", "f.csv", b"1," * 10**7 + b"1\n", 422, "10000001 columns"),
+    ("csv-line-over-64-kib", "l.csv", b"1" * 100_000 + b"\n", 422, "100001 characters long"),
     # Names.
     ("unknown-extension", "points.txt", b"1,2\n", 422, "accepted extensions are"),
     ("no-extension", "points", b"1,2\n", 422, "'(none)'"),
@@ -442,10 +444,19 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "EFNF_MAX_STEP_ACTIVATIONS",
     ),
     (
+        "residual-heavy-step-memory",
+        "images",
+        {"family": "mixed", "blocks": ["residual"] * 8, "depth": 64, "width": 64},
+        {"steps": 3, "batch_size": 16},
+        422,
+        "training.batch_size",
+        "EFNF_MAX_JOB_MEMORY_BYTES",
+    ),
+    (
         "training-work",
         "images",
-        {"width": 64, "depth": 16},
-        {"steps": 200_000, "batch_size": 1024},
+        {"width": 64, "depth": 32},
+        {"steps": 200_000, "batch_size": 128},
         422,
         "training.steps",
         "EFNF_MAX_TRAINING_WORK",
@@ -461,8 +472,9 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         {"learning_rate": "NaN"},
         422,
         "training.learning_rate",
-        "less than or equal to 1",
+        "finite number",
     ),
+    ("cuda-without-gpu", "points", {}, {"device": "cuda"}, 422, "training.device", "CUDA"),
     ("rank-2-shape", "points", {"data_shape": [8, 8]}, {}, 422, "flow.data_shape", "rank 2"),
     ("group-17", "points", {"group": "C17"}, {}, 422, "flow.group", "at most 16"),
     ("unknown-field", "points", {"colour": "red"}, {}, 422, "flow.colour", "Extra inputs"),
@@ -476,6 +488,29 @@ RAW_JOBS: list[tuple[str, bytes, int, str, str]] = [
     ("json-string", b'"job"', 422, "body", "valid dictionary"),
     ("no-dataset", b'{"flow": {"data_shape": [2]}}', 422, "dataset_id", "Field required"),
     ("deep-nesting", b'{"flow": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "body", "recursion"),
+    (
+        "grad-clip-infinity",
+        b'{"dataset_id": "ds_x", "flow": {"data_shape": [2]}, '
+        b'"training": {"grad_clip": Infinity}}',
+        422,
+        "training.grad_clip",
+        "finite number",
+    ),
+    (
+        "lipschitz-nan",
+        b'{"dataset_id": "ds_x", "flow": {"data_shape": [2], "lipschitz_coeff": NaN}}',
+        422,
+        "flow.lipschitz_coeff",
+        "finite number",
+    ),
+    (
+        "geometric-p-minus-infinity",
+        b'{"dataset_id": "ds_x", "flow": {"data_shape": [2], "estimator": {"geometric_p": '
+        b"-Infinity}}}",
+        422,
+        "flow.estimator.geometric_p",
+        "finite number",
+    ),
 ]
 
 
@@ -543,6 +578,10 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "inputs",
         "NaN or infinite",
     ),
+    ("point-1e20", "points", {"json": {"inputs": [[1e20, 0.0]]}}, 422, "inputs", "+-1e+06"),
+    ("point-1e39", "points", {"json": {"inputs": [[0.0, -1e39]]}}, 422, "inputs", "+-1e+06"),
+    ("point-1e308", "points", {"json": {"inputs": [[1e308, 1e308]]}}, 422, "inputs", "+-1e+06"),
+    ("point-int-2e18", "points", {"json": {"inputs": [[2 * 10**18, 0]]}}, 422, "inputs", "1e+06"),
     ("empty-batch", "points", {"json": {"inputs": []}}, 422, "inputs", "at least 1 item"),
     ("empty-item", "points", {"json": {"inputs": [[]]}}, 422, "inputs", "[1, 0]"),
     (
@@ -992,6 +1031,78 @@ def test_bad_sampling_under_strict_limits(
     assert_refused(response, status, field, fragment)
 
 
+# Names, ids, paths and queries: (id, method, url, request kwargs, field, fragment). PostgreSQL
+# answered NUL and names over the column's width with a 500; escapes were stored as-is.
+TEXTS: list[tuple[str, str, str, dict[str, Any], str, str]] = [
+    (
+        "filename-over-name-width",
+        "POST",
+        "/v1/datasets",
+        {"files": {"file": ("a" * 250 + ".csv", b"1,2\n")}},
+        "name",
+        "name has 254 characters; at most 200 are allowed; send a shorter name",
+    ),
+    (
+        "filename-over-255",
+        "POST",
+        "/v1/datasets",
+        {"files": {"file": ("a" * 300 + ".csv", b"1,2\n")}, "data": {"name": "ok"}},
+        "file",
+        "file name has 304 characters; at most 255",
+    ),
+    (
+        "nul-in-name",
+        "POST",
+        "/v1/datasets",
+        {"files": {"file": ("p.csv", b"1,2\n")}, "data": {"name": "a\x00b"}},
+        "name",
+        "U+0000 (a control character) at position 1",
+    ),
+    (
+        "ansi-escape-in-name",
+        "POST",
+        "/v1/datasets",
+        {"files": {"file": ("p.csv", b"1,2\n")}, "data": {"name": "\x1b[31mred"}},
+        "name",
+        "U+001B",
+    ),
+    (
+        "rtl-override-in-name",
+        "POST",
+        "/v1/datasets",
+        {"files": {"file": ("p.csv", b"1,2\n")}, "data": {"name": "invoice\u202etxt.exe"}},
+        "name",
+        "U+202E (a bidirectional formatting character)",
+    ),
+    (
+        "nul-in-body-dataset-id",
+        "POST",
+        "/v1/jobs",
+        {"json": {"dataset_id": "ds_\x00x", "flow": {"data_shape": [2]}}},
+        "dataset_id",
+        "U+0000",
+    ),
+    ("nul-in-path-id", "GET", "/v1/datasets/ds_%00x", {}, "path", "U+0000"),
+    ("nul-in-job-path", "POST", "/v1/jobs/job_%00/cancel", {}, "path", "U+0000"),
+    ("nul-in-delete-path", "DELETE", "/v1/datasets/%00", {}, "path", "U+0000"),
+    ("nul-in-query", "GET", "/v1/jobs?dataset_id=a%00", {}, "dataset_id", "U+0000"),
+    ("escape-in-query", "GET", "/v1/jobs?state=%1b", {}, "state", "U+001B"),
+]
+
+
+@pytest.mark.usefixtures("nothing_left_behind")
+@pytest.mark.parametrize(
+    ("method", "url", "request_kwargs", "field", "fragment"),
+    [c[1:] for c in TEXTS],
+    ids=_ids(TEXTS),
+)
+def test_unprintable_or_overlong_text(
+    stack: Stack, method: str, url: str, request_kwargs: dict[str, Any], field: str, fragment: str
+) -> None:
+    response = stack.client.request(method, url, **request_kwargs)
+    assert_refused(response, 422, field, fragment)
+
+
 def test_limits_leave_room_for_good_requests(strict: TestClient, models: dict[str, str]) -> None:
     """The strict limits refuse only what crosses them: just below each one is served."""
     small_upload = strict.post(
@@ -1096,3 +1207,86 @@ def test_symlink_builder_makes_a_link_entry() -> None:
     """The symlink case above tests what it says: its entry really is a Unix symbolic link."""
     info = zipfile.ZipFile(io.BytesIO(zip_with_symlink())).getinfo("b.png")
     assert stat.S_ISLNK(info.external_attr >> 16)
+
+
+def test_deleting_a_data_set_while_a_job_is_submitted_on_it(stack: Stack) -> None:
+    """Ten delete/submit pairs at once: never a 5xx, never both accepted; either the delete is
+    refused (409, the job runs on) or the submit finds no data set (422, no job row)."""
+    pairs = 10
+    datasets = []
+    for seed in range(pairs):
+        response = stack.client.post(
+            "/v1/datasets/builtin", json={"name": "eight_gaussians", "n": 64, "seed": seed}
+        )
+        assert response.status_code == 201, response.text
+        datasets.append(response.json()["id"])
+    answers: dict[tuple[str, str], Any] = {}
+    start = threading.Barrier(2 * pairs)
+
+    def submit(dataset_id: str) -> None:
+        start.wait()
+        answers["submit", dataset_id] = stack.client.post(
+            "/v1/jobs",
+            json={"dataset_id": dataset_id, "flow": POINTS_FLOW, "training": {"steps": 2}},
+        )
+
+    def delete(dataset_id: str) -> None:
+        start.wait()
+        answers["delete", dataset_id] = stack.client.delete(f"/v1/datasets/{dataset_id}")
+
+    threads = [
+        threading.Thread(target=action, args=(dataset_id,))
+        for dataset_id in datasets
+        for action in (submit, delete)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for dataset_id in datasets:
+        submitted, deleted = answers["submit", dataset_id], answers["delete", dataset_id]
+        outcome = (submitted.status_code, deleted.status_code)
+        assert outcome in {(202, 409), (422, 204)}, (submitted.text, deleted.text)
+        if outcome == (202, 409):
+            assert deleted.json()["field"] == "dataset_id", deleted.text
+            job_id = submitted.json()["id"]
+            job = stack.client.get(f"/v1/jobs/{job_id}").json()
+            assert job["dataset_id"] == dataset_id, job
+            assert stack.client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+            stack.wait_for_job(job_id, states=("succeeded", "cancelled"))
+            assert stack.client.delete(f"/v1/datasets/{dataset_id}").status_code == 204
+        else:
+            assert submitted.json()["field"] == "dataset_id", submitted.text
+            assert stack.client.get(f"/v1/datasets/{dataset_id}").status_code == 404
+            assert stack.client.get(f"/v1/jobs?dataset_id={dataset_id}").json()["items"] == []
+
+
+def test_storage_quota_refuses_data_sets_and_jobs_naming_it(stack: Stack) -> None:
+    """A tenant at its quota (data set arrays and checkpoints, in bytes) can store no more data
+    sets and submit no more jobs; another tenant is not affected."""
+    tenant = f"quota-{time.monotonic_ns()}"
+    key = {"Authorization": f"Bearer {create_key(stack.settings.database_url, tenant)}"}
+    first = b"1,2\n3,4\n"
+    quota = 200  # room for one small data set's .npy (about 144 bytes), not for two
+    settings = stack.settings.model_copy(update={"max_tenant_storage_bytes": quota})
+    with TestClient(create_app(settings), headers=key) as client:
+        stored = client.post("/v1/datasets", files={"file": ("a.csv", first)})
+        assert stored.status_code == 201, stored.text
+        before = _row_counts(stack)
+        refused = client.post("/v1/datasets", files={"file": ("b.csv", first)})
+        assert_refused(refused, 413, "file", "EFNF_MAX_TENANT_STORAGE_BYTES")
+        assert f"above its quota {quota}" in refused.json()["message"]
+        builtin = client.post("/v1/datasets/builtin", json={"name": "rings", "n": 10})
+        assert_refused(builtin, 413, "n", "EFNF_MAX_TENANT_STORAGE_BYTES")
+        assert _row_counts(stack) == before
+
+        at_quota = settings.model_copy(
+            update={"max_tenant_storage_bytes": stored.json()["size_bytes"]}
+        )
+        with TestClient(create_app(at_quota), headers=key) as full:
+            job = full.post(
+                "/v1/jobs", json={"dataset_id": stored.json()["id"], "flow": POINTS_FLOW}
+            )
+            assert_refused(job, 413, "dataset_id", "EFNF_MAX_TENANT_STORAGE_BYTES")
+            assert _row_counts(stack) == before
+        assert client.delete(f"/v1/datasets/{stored.json()['id']}").status_code == 204

@@ -16,10 +16,12 @@ from app.api.schemas import (
     DatasetOut,
     ErrorOut,
 )
+from app.api.text import check_name
 from app.db import crud
 from app.db.blobs import array_to_npy, npy_to_array
 from app.db.models import Dataset as DatasetRow
 from app.inputs import read_upload
+from app.limits import check_storage_quota
 from app.previews import preview_png
 from app.settings import Settings
 from flows.data import BUILTIN_DATASETS, DataError, Dataset, load_builtin
@@ -27,6 +29,8 @@ from flows.data import BUILTIN_DATASETS, DataError, Dataset, load_builtin
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 UPLOAD_CHUNK = 1024 * 1024
+# The longest file name kept: "upload:<file name>" fits the source column (300 characters).
+MAX_FILENAME_LENGTH = 255
 ERRORS = {
     404: {"model": ErrorOut},
     409: {"model": ErrorOut},
@@ -63,6 +67,14 @@ def _store(
             "allowed (EFNF_MAX_DATASET_ITEMS)",
             "file",
         )
+    array_blob = array_to_npy(dataset.array)
+    check_storage_quota(
+        crud.tenant_storage_bytes(session, owner),
+        len(array_blob),
+        "file" if source.startswith("upload") else "n",
+        f"this data set of {len(array_blob)} bytes",
+        settings,
+    )
     row = crud.create_dataset(
         session,
         owner=owner,
@@ -74,13 +86,27 @@ def _store(
         checksum=dataset.checksum(),
         source=source,
         source_params=source_params,
-        array_blob=array_to_npy(dataset.array),
+        array_blob=array_blob,
     )
     session.commit()
     return row
 
 
 UPLOAD_EXAMPLE = {"file": "points.npy", "name": "my points"}
+
+
+def _check_names(filename: str, name: str | None) -> None:
+    """The file name (the default name, and part of the source) and the name must be printable
+    and fit their columns."""
+    try:
+        check_name(filename, "file name", max_length=MAX_FILENAME_LENGTH)
+    except ValueError as error:
+        raise ApiError(422, str(error), "file") from error
+    try:
+        check_name(filename if name is None else name, "name")
+    except ValueError as error:
+        hint = "; send a shorter name" if name is None else ""
+        raise ApiError(422, f"{error}{hint}", "name") from error
 
 
 @router.post(
@@ -111,6 +137,7 @@ def upload_dataset(
     (`EFNF_MAX_UPLOAD_BYTES`), items (`EFNF_MAX_DATASET_ITEMS`), image side, archive entries.
     """
     filename = file.filename or ""
+    _check_names(filename, name)
     content = _read_upload(file, settings.max_upload_bytes)
     try:
         dataset = read_upload(content, filename, settings)
@@ -195,6 +222,8 @@ def get_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Datase
 @router.delete("/{dataset_id}", status_code=204, responses=ERRORS, summary="Delete a data set")
 def delete_dataset(dataset_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """Deletes a data set; refused (409) while a queued or running job uses it."""
+    if not crud.lock_dataset(session, owner, dataset_id):
+        raise not_found("data set", dataset_id, "dataset_id")
     crud.delete_dataset(session, _dataset_or_404(session, owner, dataset_id))
     session.commit()
     return Response(status_code=204)

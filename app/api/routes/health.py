@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from app.api.deps import CeleryDep, SettingsDep
+from app.api.deps import BrokerProbeDep, SettingsDep
 from app.api.schemas import HealthOut, ReadyOut
-from app.broker import check_broker
+from app.broker import BrokerUnavailable
 from app.db.session import get_engine
 
 router = APIRouter(tags=["health"])
@@ -34,7 +34,7 @@ def _database_revision(database_url: str) -> str | None:
 @router.get(
     "/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, summary="Readiness"
 )
-async def readyz(settings: SettingsDep, celery: CeleryDep) -> JSONResponse:
+async def readyz(settings: SettingsDep, broker_probe: BrokerProbeDep) -> JSONResponse:
     """Ready when the database (migrated) and the broker both answer; 503 otherwise.
 
     Also reports the schema revision and the number of queued training messages (no key needed).
@@ -45,9 +45,9 @@ async def readyz(settings: SettingsDep, celery: CeleryDep) -> JSONResponse:
     except Exception as error:
         ready.database = f"unavailable: {type(error).__name__}: {error}"[:500]
     try:
-        ready.queued_messages = await run_in_threadpool(check_broker, celery, settings.train_queue)
-    except Exception as error:
-        ready.broker = f"unavailable: {type(error).__name__}: {error}"[:500]
+        ready.queued_messages = await run_in_threadpool(broker_probe)
+    except BrokerUnavailable as error:
+        ready.broker = f"unavailable: {error}"[:500]
     if ready.database != "ok" or ready.broker != "ok":
         ready.status = "unavailable"
         return JSONResponse(status_code=503, content=ready.model_dump())

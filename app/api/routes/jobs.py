@@ -23,19 +23,26 @@ from app.api.schemas import (
 from app.broker import enqueue_training
 from app.db import crud, lifecycle
 from app.db.models import Job
-from app.limits import job_limit_errors
+from app.limits import check_storage_quota, job_limit_errors
 from flows.config import check_data_compatible
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-ERRORS = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+ERRORS = {
+    404: {"model": ErrorOut},
+    409: {"model": ErrorOut},
+    413: {"model": ErrorOut},
+    422: {"model": ErrorOut},
+}
 FIELD_IN_MESSAGE = re.compile(r"^((?:flow|training)\.[a-z_]+)")
 
 
 def _validate_against_dataset(session: SessionDep, owner: str, body: JobIn) -> None:
-    dataset = crud.get_dataset(session, owner, body.dataset_id)
+    # Locked until the job is committed: a concurrent delete waits, then sees the job (409).
+    locked = crud.lock_dataset(session, owner, body.dataset_id)
+    dataset = crud.get_dataset(session, owner, body.dataset_id) if locked else None
     if dataset is None:
         raise ApiError(422, f"dataset_id {body.dataset_id!r}: no such data set", "dataset_id")
     try:
@@ -68,6 +75,10 @@ def submit_job(
         first = limit_errors[0]
         raise ApiError(422, first.message, first.field)
     _validate_against_dataset(session, owner, body)
+    # Checkpoints count towards the quota: no new job for a tenant already at it.
+    check_storage_quota(
+        crud.tenant_storage_bytes(session, owner), 1, "dataset_id", "a job's checkpoints", settings
+    )
     job = crud.create_job(
         session,
         owner=owner,
