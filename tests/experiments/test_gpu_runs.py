@@ -25,7 +25,12 @@ from flows.config import check_data_compatible
 from flows.data import read_dataset_file
 
 # The limits experiments/gpu/README.md tells a GPU deployment to set for these runs.
-GPU_SERVICE_SETTINGS = Settings(max_training_work=1e15, max_upload_bytes=200_000_000)
+GPU_SERVICE_SETTINGS = Settings(
+    max_training_work=1e15,
+    max_upload_bytes=200_000_000,
+    max_job_memory_bytes=64 * 1024**3,
+    worker_cuda=True,
+)
 PAYLOADS = sorted((Path(__file__).parents[2] / "experiments" / "gpu" / "payloads").glob("*.json"))
 SHAPES = {"rotation_mnist": [1, 28, 28], "cifar10": [3, 32, 32]}
 

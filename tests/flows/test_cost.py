@@ -131,7 +131,7 @@ def test_step_memory_covers_the_residual_heavy_config_of_issue_12() -> None:
     assert training_step_bytes(RESIDUAL_HEAVY, double) - fixed == pytest.approx(
         2 * (training_step_bytes(RESIDUAL_HEAVY, training) - fixed)
     )
-    points = FlowConfig(group="C4", data_shape=[2], width=4, depth=2)
+    points = FlowConfig(family="residual", group="C4", data_shape=[2], width=4, depth=2)
     exact = training_step_bytes(points, TrainConfig(batch_size=64, logdet="exact"))
     estimated = training_step_bytes(points, TrainConfig(batch_size=64, logdet="estimate"))
     assert exact > estimated
