@@ -13,8 +13,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FINITE_GROUP_PATTERN = re.compile(r"^(C|D)([1-9][0-9]*)$")
-BlockKind = Literal["residual", "coupling", "iaf", "linear"]
-FAMILIES = ("residual", "coupling", "iaf", "linear", "mixed")
+BlockKind = Literal["residual", "coupling", "iaf", "linear", "nsf", "spline"]
+FAMILIES = ("residual", "coupling", "iaf", "linear", "nsf", "mixed")
+# Block kinds that transform pixels elementwise with splines: images only.
+IMAGE_ONLY_BLOCKS = ("nsf", "spline")
 CONTINUOUS_GROUPS = ("SO2", "O2")
 MAX_DISCRETE_ORDER = 16
 
@@ -85,7 +87,14 @@ class FlowConfig(BaseModel):
     - ``iaf``: G-inverse autoregressive flow over ``iaf_blocks`` equal blocks of fields.
     - ``linear``: convolution exponential of a steerable convolution, then an invertible mixing
       of the fields of the same type where there are two or more.
-    - ``mixed``: ``blocks`` (e.g. ``["linear", "coupling"]``) repeated ``depth`` times.
+    - ``nsf`` (G-NSF, images): rational-quadratic spline coupling with ``spline_bins`` bins on
+      ``[-spline_bound, spline_bound]``; the pixels are split by a mask that is a union of orbits
+      of the grid's symmetry group, alternating between blocks, and an equivariant steerable CNN
+      gives every transformed pixel its spline as scalar fields (exactly equivariant, any number
+      of channels).
+    - ``mixed``: ``blocks`` (e.g. ``["linear", "coupling"]``) repeated ``depth`` times; besides
+      the families' blocks, ``"spline"`` is an elementwise spline per channel shared by all
+      pixels (images).
 
     ``padding_channels`` > 0 makes it an *augmented* flow (Theorem 3): the data is padded with
     that many channels on which the group acts trivially (scalar fields of an image, invariant
@@ -95,7 +104,7 @@ class FlowConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    family: Literal["residual", "coupling", "iaf", "linear", "mixed"] = Field(
+    family: Literal["residual", "coupling", "iaf", "linear", "nsf", "mixed"] = Field(
         "residual", description="Flow family (see the schema's description)."
     )
     blocks: list[BlockKind] | None = Field(
@@ -140,6 +149,13 @@ class FlowConfig(BaseModel):
         gt=0.0,
         le=10.0,
         description="coupling/iaf log-scales are bound * tanh(raw / bound), for stability.",
+    )
+    spline_bins: int = Field(8, ge=2, le=64, description="nsf/spline: bins of each spline.")
+    spline_bound: float = Field(
+        4.0,
+        gt=0.0,
+        le=100.0,
+        description="nsf/spline: splines act on [-bound, bound], identity tails outside.",
     )
     iaf_blocks: int | None = Field(
         None, ge=2, le=64, description="iaf: number of equal blocks of fields (default: one each)."
@@ -220,6 +236,17 @@ class FlowConfig(BaseModel):
                 f"(family {self.family!r}, blocks {self.blocks})"
             )
         kinds = set(self.block_pattern)
+        image_only = sorted(kinds & set(IMAGE_ONLY_BLOCKS))
+        if image_only and self.is_points:
+            raise ValueError(
+                f"blocks {image_only} transform pixels of images; data_shape {self.data_shape} "
+                "describes points: use family 'residual', 'linear' or (group 'trivial') 'coupling'"
+            )
+        if "nsf" in kinds and not self.is_points and max(self.data_shape[1:]) < 3:
+            raise ValueError(
+                f"data_shape {self.data_shape}: family 'nsf' splits the pixels into two unions "
+                "of symmetry orbits, which needs a side of at least 3 pixels"
+            )
         if kinds & {"coupling", "iaf"}:
             self._check_split_family(sorted(kinds & {"coupling", "iaf"}))
         if "iaf" in kinds:
@@ -356,6 +383,10 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="After the warm-up: constant, or cosine decay to zero at the last step.",
+    )
     grad_clip: float = Field(10.0, gt=0.0, description="Max global gradient norm.")
     seed: int = Field(0, ge=0, le=2**63 - 1)
     logdet: Literal["auto", "exact", "estimate"] = Field(

@@ -7,10 +7,12 @@ from flows.layers.coupling import CheckerboardCoupling, FieldCoupling
 from flows.layers.linear import ConvExponential, FieldMixing
 from flows.layers.logit import LogitTransform
 from flows.layers.residual import ResidualBlock
+from flows.layers.spline import ElementwiseSpline, SplineCoupling
 
 __all__ = [
     "CheckerboardCoupling",
     "ConvExponential",
+    "ElementwiseSpline",
     "EquivariantActNorm",
     "FieldCoupling",
     "FieldMixing",
@@ -19,4 +21,5 @@ __all__ = [
     "InverseInfo",
     "LogitTransform",
     "ResidualBlock",
+    "SplineCoupling",
 ]
