@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-TINY_FLOW = {"group": "C4", "data_shape": [2], "width": 4, "depth": 2}
+TINY_FLOW = {"family": "residual", "group": "C4", "data_shape": [2], "width": 4, "depth": 2}
 TINY_TRAINING = {
     "steps": 200,
     "batch_size": 128,

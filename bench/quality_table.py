@@ -27,6 +27,11 @@ class QualityRow:
     extra: tuple[tuple[str, float], ...] = ()
 
 
+def _figure(value: float) -> str:
+    """Counts (steps, items) as integers, measurements to four decimals."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:.4f}"
+
+
 def format_table(rows: Iterable[QualityRow]) -> str:
     """A fixed-width text table, one line per row, in the order given."""
     rows = list(rows)
@@ -43,7 +48,7 @@ def format_table(rows: Iterable[QualityRow]) -> str:
                 row.metric_name,
                 f"{row.metric:.4f}",
                 f"{row.wall_s:.1f}",
-                *(f"{extras[name]:.4f}" if name in extras else "" for name in extra_names),
+                *(_figure(extras[name]) if name in extras else "" for name in extra_names),
             ]
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

@@ -94,7 +94,9 @@ def main() -> None:
 
     print("\n2-D point models, depth 3, width 4: integral of p over a 700x700 grid")
     for group in ["C4", "D4", "trivial"]:
-        flow = perturbed(FlowConfig(group=group, data_shape=[2], depth=3, width=4)).double()
+        flow = perturbed(
+            FlowConfig(family="residual", group=group, data_shape=[2], depth=3, width=4)
+        ).double()
         print(f"{group:>8}  integral = {density_integral(flow):.5f}")
 
 

@@ -93,7 +93,7 @@ def run_synthetic(scale: SyntheticScale, out_dir: Path) -> tuple[Section, dict]:
     started = time.perf_counter()
     widths = {}
     for group in GROUPS:
-        template = FlowConfig(group=group, data_shape=[2], depth=scale.depth)
+        template = FlowConfig(family="residual", group=group, data_shape=[2], depth=scale.depth)
         widths[group] = width_for_budget(template, scale.budget)
     train_config = TrainConfig(
         steps=scale.steps,
@@ -117,7 +117,9 @@ def run_synthetic(scale: SyntheticScale, out_dir: Path) -> tuple[Section, dict]:
         rows = {}
         for group in GROUPS:
             width, _ = widths[group]
-            config = FlowConfig(group=group, data_shape=[2], depth=scale.depth, width=width)
+            config = FlowConfig(
+                family="residual", group=group, data_shape=[2], depth=scale.depth, width=width
+            )
             run = run_training(
                 f"{density.name}-{group}",
                 config,

@@ -14,7 +14,9 @@ from flows.layers import (
     FieldMixing,
     FlowLayer,
     GroupAutoregressive,
+    IsotropicActNorm,
     LogitTransform,
+    PolarSplineBlock,
     ResidualBlock,
 )
 from flows.layers.autoregressive import autoregressive_field_masks
@@ -90,7 +92,7 @@ def _nsf(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer]:
     height, width = _grid(config)  # type: ignore[misc]
     gspace = types.data.gspace
     in_type = types.data + enn.FieldType(gspace, [gspace.trivial_repr])
-    n_out = config.data_shape[0] * spline_parameter_count(config.spline_bins)
+    n_out = config.latent_shape[0] * spline_parameter_count(config.spline_bins)
     out_type = enn.FieldType(gspace, [gspace.trivial_repr] * n_out)
     # The last layer reads each pixel's spline off its own hidden features (1x1): the widest
     # layer of the network (3K - 1 outputs per channel) would cost most as a 3x3 convolution.
@@ -113,12 +115,30 @@ BLOCK_BUILDERS = {
 }
 
 
+def _polar_flow(config: FlowConfig) -> Flow:
+    """An invariant scale (standardising the data), then ``depth`` polar spline blocks."""
+    layers: list[FlowLayer] = [IsotropicActNorm()] if config.actnorm else []
+    layers += [
+        PolarSplineBlock(
+            config.group_kind,
+            config.group_order,
+            hidden=config.width,
+            hidden_layers=config.hidden_layers,
+            bins=config.spline_bins,
+            harmonics=config.max_frequency,
+        )
+        for _ in range(config.depth)
+    ]
+    return Flow(config, layers)
+
+
 def build_flow(config: FlowConfig, seed: int = 0) -> Flow:
     """Builds the flow that ``config`` describes, with weights drawn from ``seed``.
 
     Images: logit transform (if ``logit_alpha`` is set), then ``depth`` times the block pattern
     (one block of ``family``, or ``blocks`` for ``mixed``), each block after an ActNorm, then a
-    final ActNorm. Points: the same without the logit transform. Augmented flows
+    final ActNorm. Points: the same without the logit transform; family ``polar``: an invariant
+    scale, then ``depth`` polar spline blocks. Augmented flows
     (``padding_channels`` > 0) get a padding distribution, and their blocks act on the data and
     the padding together.
 
@@ -128,6 +148,10 @@ def build_flow(config: FlowConfig, seed: int = 0) -> Flow:
         >>> flow.log_prob(torch.zeros(3, 2), method="exact").shape
         torch.Size([3])
     """
+    if config.family == "polar":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return _polar_flow(config)
     types = build_field_types(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

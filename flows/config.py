@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FINITE_GROUP_PATTERN = re.compile(r"^(C|D)([1-9][0-9]*)$")
 BlockKind = Literal["residual", "coupling", "iaf", "linear", "nsf", "spline"]
-FAMILIES = ("residual", "coupling", "iaf", "linear", "nsf", "mixed")
+Family = Literal["residual", "coupling", "iaf", "linear", "nsf", "mixed", "polar"]
+FAMILIES: tuple[str, ...] = get_args(Family)
 # Block kinds that transform pixels elementwise with splines: images only.
 IMAGE_ONLY_BLOCKS = ("nsf", "spline")
+# The logit alpha of the nsf family when a config leaves it out (see FlowConfig.logit_alpha).
+NSF_LOGIT_ALPHA = 1e-6
 CONTINUOUS_GROUPS = ("SO2", "O2")
 MAX_DISCRETE_ORDER = 16
 
@@ -45,6 +48,18 @@ def parse_group(name: str) -> tuple[str, int]:
     if kind == "C" and order == 1:
         return "trivial", 1
     return kind, order
+
+
+def polar_symmetry(group_kind: str, order: int) -> tuple[str, int]:
+    """(angular map kind, N): ``"circular"`` (C_N, trivial = C_1), ``"reflected"`` (D_N) or
+    ``"none"`` (SO2, O2: no angular map and no angular condition)."""
+    if group_kind == "trivial":
+        return "circular", 1
+    if group_kind == "C":
+        return "circular", order
+    if group_kind == "D":
+        return "reflected", order
+    return "none", 0
 
 
 class LogDetEstimatorConfig(BaseModel):
@@ -91,10 +106,19 @@ class FlowConfig(BaseModel):
       ``[-spline_bound, spline_bound]``; the pixels are split by a mask that is a union of orbits
       of the grid's symmetry group, alternating between blocks, and an equivariant steerable CNN
       gives every transformed pixel its spline as scalar fields (exactly equivariant, any number
-      of channels).
+      of channels). The default family for images.
     - ``mixed``: ``blocks`` (e.g. ``["linear", "coupling"]``) repeated ``depth`` times; besides
       the families' blocks, ``"spline"`` is an elementwise spline per channel shared by all
       pixels (images).
+    - ``polar`` (2-D points only): an invariant scale, then spline couplings of the angle and
+      the log-radius (:mod:`flows.layers.polar`): a circular spline of period 2 pi / N on the
+      angle conditioned on the radius, and an interval spline on the log-radius conditioned on
+      invariant harmonics of the angle. Not limited to residual blocks' Lipschitz bound; the
+      default family for data_shape [2].
+
+    Left out, ``family`` is ``polar`` for data_shape [2] without padding channels, ``nsf`` for
+    images with a side of at least 3 pixels, and ``residual`` otherwise; a config that names its
+    family means it whatever the default.
 
     ``padding_channels`` > 0 makes it an *augmented* flow (Theorem 3): the data is padded with
     that many channels on which the group acts trivially (scalar fields of an image, invariant
@@ -104,8 +128,11 @@ class FlowConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    family: Literal["residual", "coupling", "iaf", "linear", "nsf", "mixed"] = Field(
-        "residual", description="Flow family (see the schema's description)."
+    family: Family = Field(
+        None,  # type: ignore[assignment]
+        description="Flow family (see the schema's description). Default: 'polar' for 2-D "
+        "points without padding channels, 'nsf' for images with a side of at least 3 pixels, "
+        "'residual' otherwise.",
     )
     blocks: list[BlockKind] | None = Field(
         None,
@@ -135,10 +162,24 @@ class FlowConfig(BaseModel):
     activation: Literal["lipswish", "elu"] = Field(
         "lipswish", description="Pointwise 1-Lipschitz nonlinearity (finite groups, trivial)."
     )
-    max_frequency: int = Field(2, ge=1, le=8, description="Irrep band limit for SO2/O2.")
+    max_frequency: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="Irrep band limit for SO2/O2; polar: the radial conditioner sees the angle's "
+        "invariant harmonics k N theta for k = 1..max_frequency.",
+    )
+    spline_bins: int = Field(
+        8, ge=2, le=64, description="polar, nsf and spline blocks: bins of every spline."
+    )
     actnorm: bool = Field(True, description="Equivariant ActNorm before every block.")
     logit_alpha: float | None = Field(
-        0.05, ge=0.0, lt=0.5, description="Logit transform for images (None: identity)."
+        0.05,
+        ge=0.0,
+        lt=0.5,
+        description="Logit transform for images (None: identity). Left out: 1e-6 for family "
+        "'nsf' (its splines use the full range of logit values; 0.05 costs ~0.3 bpd on digits), "
+        "0.05 otherwise.",
     )
     coupling_split: Literal["fields", "checkerboard"] = Field(
         "fields",
@@ -150,7 +191,6 @@ class FlowConfig(BaseModel):
         le=10.0,
         description="coupling/iaf log-scales are bound * tanh(raw / bound), for stability.",
     )
-    spline_bins: int = Field(8, ge=2, le=64, description="nsf/spline: bins of each spline.")
     spline_bound: float = Field(
         4.0,
         gt=0.0,
@@ -185,6 +225,20 @@ class FlowConfig(BaseModel):
     estimator: LogDetEstimatorConfig = Field(default_factory=LogDetEstimatorConfig)
     inverse_atol: float = Field(1e-5, gt=0.0, le=1e-1, description="Fixed-point tolerance.")
     inverse_max_iter: int = Field(500, ge=1, le=100000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_family(cls, values: object) -> object:
+        if isinstance(values, dict) and values.get("family") is None:
+            points_2d = list(values.get("data_shape") or []) == [2]
+            unpadded = not values.get("padding_channels")
+            shape = list(values.get("data_shape") or [])
+            image = len(shape) == 3 and max(shape[1:]) >= 3
+            family = "polar" if points_2d and unpadded else "nsf" if image else "residual"
+            values = {**values, "family": family}
+        if isinstance(values, dict) and values["family"] == "nsf" and "logit_alpha" not in values:
+            values = {**values, "logit_alpha": NSF_LOGIT_ALPHA}
+        return values
 
     @field_validator("group")
     @classmethod
@@ -230,6 +284,11 @@ class FlowConfig(BaseModel):
         return self
 
     def _check_family(self) -> None:
+        if self.family == "polar" and (self.data_shape != [2] or self.is_augmented):
+            raise ValueError(
+                f"family 'polar' models 2-D points: data_shape {self.data_shape} with "
+                f"padding_channels {self.padding_channels}; use data_shape [2] and no padding"
+            )
         if (self.family == "mixed") != (self.blocks is not None):
             raise ValueError(
                 "blocks: give a block pattern exactly when family is 'mixed' "

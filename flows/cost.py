@@ -5,7 +5,8 @@ the job or runs the request, and building the flow to measure it (escnn bases ta
 itself a cost. These estimates count from :class:`~flows.config.FlowConfig`, block by block of
 every family:
 
-- the *weights* of the expanded filters (the dense tensors escnn keeps per layer);
+- the *weights* of the expanded filters (the dense tensors escnn keeps per layer; for a polar
+  block, its small dense networks' weights and biases);
 - the *activations* of one forward pass of a batch: the feature values of every sub-network
   layer, which backpropagation keeps in memory;
 - the *passes* per item of each block: ``D`` replicated rows for a residual block's exact
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from flows.config import FlowConfig, LogDetEstimatorConfig, TrainConfig
+from flows.config import FlowConfig, LogDetEstimatorConfig, TrainConfig, polar_symmetry
 
 __all__ = [
     "data_channels",
@@ -104,8 +105,25 @@ def _blocks(config: FlowConfig) -> list[tuple[str, int]]:
     return blocks
 
 
+def _nsf_outputs(config: FlowConfig) -> int:
+    return data_channels(config) * (3 * config.spline_bins - 1)
+
+
+def _nsf_weights(config: FlowConfig) -> int:
+    """The G-NSF conditioner: (channels + mask) -> hidden (k x k) ... -> splines (1 x 1)."""
+    hidden, area = _hidden(config), _kernel_area(config)
+    inner = (config.hidden_layers - 1) * hidden * hidden * area
+    return (data_channels(config) + 1) * hidden * area + inner + hidden * _nsf_outputs(config)
+
+
 def _block_weights(config: FlowConfig, kind: str, index: int) -> int:
     channels = data_channels(config)
+    if kind == "polar":
+        return _polar_weights(config)
+    if kind == "nsf":
+        return _nsf_weights(config)
+    if kind == "spline":
+        return channels * (3 * config.spline_bins - 1)
     if kind == "residual":
         return _network_weights(config, channels, channels, outer_only=True)
     if kind == "coupling":
@@ -118,6 +136,12 @@ def _block_weights(config: FlowConfig, kind: str, index: int) -> int:
 
 def _block_activations(config: FlowConfig, kind: str, index: int) -> int:
     channels = data_channels(config)
+    if kind == "polar":
+        return _polar_activations(config)
+    if kind == "nsf":
+        return _network_activations(config, _nsf_outputs(config))
+    if kind == "spline":
+        return _spatial(config) * channels
     if kind == "residual":
         return _network_activations(config, channels)
     if kind == "coupling":
@@ -126,6 +150,36 @@ def _block_activations(config: FlowConfig, kind: str, index: int) -> int:
     if kind == "iaf":
         return _network_activations(config, 2 * channels)
     return LINEAR_SERIES_TERMS * _spatial(config) * channels
+
+
+def _polar_networks(config: FlowConfig) -> list[tuple[int, int]]:
+    """(inputs, outputs) of a polar block's conditioner networks (none for the radial spline
+    of SO2/O2, whose parameters are free)."""
+    angular, _ = polar_symmetry(config.group_kind, config.group_order)
+    bins, harmonics = config.spline_bins, config.max_frequency
+    if angular == "none":
+        return []
+    derivatives = bins if angular == "circular" else bins + 1
+    angle_features = 2 * harmonics if angular == "circular" else harmonics
+    return [(1, 2 * bins + derivatives), (angle_features, 3 * bins - 1)]
+
+
+def _polar_weights(config: FlowConfig) -> int:
+    """Weights and biases of a polar block's small dense networks."""
+    hidden, layers = config.width, config.hidden_layers
+    networks = _polar_networks(config)
+    if not networks:
+        return 3 * config.spline_bins - 1
+    return sum(
+        (inputs + 1) * hidden + (layers - 1) * (hidden + 1) * hidden + (hidden + 1) * outputs
+        for inputs, outputs in networks
+    )
+
+
+def _polar_activations(config: FlowConfig) -> int:
+    return sum(
+        config.hidden_layers * config.width + outputs for _, outputs in _polar_networks(config)
+    )
 
 
 def _padding_network(config: FlowConfig) -> tuple[int, int]:

@@ -7,6 +7,8 @@ need a map that only rescales each field by a function of its (invariant) norm.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -38,9 +40,11 @@ class LipSwish(enn.EquivariantModule):
 
     Arguments:
         field_type: a type whose representations are all permutation representations.
+        beta: the initial beta (1.0: the Swish of Ramachandran et al.). The map is 1-Lipschitz
+            for every beta; a larger one bends sharply over a shorter range of inputs.
     """
 
-    def __init__(self, field_type: enn.FieldType) -> None:
+    def __init__(self, field_type: enn.FieldType, beta: float = 1.0) -> None:
         super().__init__()
         for representation in field_type.representations:
             if "pointwise" not in representation.supported_nonlinearities:
@@ -48,8 +52,10 @@ class LipSwish(enn.EquivariantModule):
                     f"LipSwish needs permutation fields; {representation.name} is not one"
                 )
         self.in_type = self.out_type = field_type
-        # softplus(0.5413) = 1.0: start at the Swish of Ramachandran et al.
-        self.raw_beta = torch.nn.Parameter(torch.tensor(0.5413))
+        if not beta > 0.0:
+            raise ValueError(f"LipSwish beta {beta} must be positive")
+        # beta = softplus(raw_beta), so raw_beta = log(exp(beta) - 1).
+        self.raw_beta = torch.nn.Parameter(torch.tensor(math.log(math.expm1(beta))))
 
     def forward(self, x: enn.GeometricTensor) -> enn.GeometricTensor:
         return enn.GeometricTensor(_lipswish(x.tensor, self.raw_beta), self.out_type)

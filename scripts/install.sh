@@ -9,6 +9,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e ".[dev,experiments]"
+python -m pip install --quiet -e ".[dev,experiments,bench]"
 python -m pip install --quiet --no-deps "escnn==1.0.11"
 python -c "import flows, flows.groups; print('efnf installed')"

@@ -32,6 +32,7 @@ from flows.data import (
     quantize,
     read_dataset_file,
     rings,
+    rings_log_prob,
     rotated_digits,
     validate_dataset,
 )
@@ -227,6 +228,21 @@ def test_eight_gaussians_log_prob_normalised() -> None:
     grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1)
     total = np.exp(eight_gaussians_log_prob(grid)).sum() * step**2
     assert total == pytest.approx(1.0, abs=1e-4)
+
+
+def test_rings_log_prob_is_normalised_and_matches_the_samples() -> None:
+    step = 0.01
+    axis = np.arange(-3.7, 3.7, step) + step / 2
+    grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1)
+    density = np.exp(rings_log_prob(grid))
+    assert density.sum() * step**2 == pytest.approx(1.0, abs=1e-3)
+    # The mass of the annulus 1.9 < r < 2.1 (the middle ring's +-1 std), two ways.
+    radius = np.sqrt((grid**2).sum(-1))
+    annulus = density[(radius > 1.9) & (radius < 2.1)].sum() * step**2
+    sample_radius = np.sqrt((rings(40_000, seed=2).astype(np.float64) ** 2).sum(-1))
+    sampled = np.mean((sample_radius > 1.9) & (sample_radius < 2.1))
+    assert annulus == pytest.approx(sampled, abs=0.01)
+    assert annulus == pytest.approx(0.6827 / 3, abs=0.005)
 
 
 def test_eight_gaussians_log_prob_rejects_bad_shape() -> None:

@@ -16,7 +16,7 @@ from flows.data.images import (
     rotated_digits,
 )
 from flows.data.readers import read_dataset_file
-from flows.data.toy2d import eight_gaussians, eight_gaussians_log_prob, rings
+from flows.data.toy2d import eight_gaussians, eight_gaussians_log_prob, rings, rings_log_prob
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -35,6 +35,7 @@ __all__ = [
     "quantize",
     "read_dataset_file",
     "rings",
+    "rings_log_prob",
     "rotated_digits",
     "validate_dataset",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "eight_gaussians",
     "eight_gaussians_log_prob",
     "rings",
+    "rings_log_prob",
 ]
 
 EIGHT_GAUSSIANS_RADIUS = 4.0
@@ -99,8 +100,7 @@ def rings(n: int, seed: int = 0) -> np.ndarray:
 
     A ring is chosen with probability proportional to its radius (1, 2 or 3), so that points are
     equally dense along every ring's circumference; the angle is uniform and the radius gets
-    Gaussian noise of standard deviation 0.1. The density has no closed form worth using (the
-    radial noise is not a polar-coordinate Gaussian), so no log-density is offered.
+    Gaussian noise of standard deviation 0.1; :func:`rings_log_prob` is its exact log-density.
 
     Args:
         n: the number of samples, at least 1.
@@ -120,3 +120,39 @@ def rings(n: int, seed: int = 0) -> np.ndarray:
     radius = radii[ring] + rng.normal(0.0, RINGS_NOISE_STD, size=n)
     angle = rng.uniform(0.0, 2 * math.pi, size=n)
     return np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1).astype(np.float32)
+
+
+def rings_log_prob(x: np.ndarray) -> np.ndarray:
+    r"""The exact log-density of :func:`rings`, evaluated in float64.
+
+    The signed radius :math:`s = R_i + \epsilon` (ring i with probability
+    :math:`w_i = R_i / \sum_j R_j`, :math:`\epsilon \sim N(0, \sigma^2)`) and the uniform angle
+    are independent; a point at distance r comes from s = r or from s = -r (the opposite angle),
+    and the polar area element is :math:`r\,dr\,d\theta`, so
+
+    .. math:: p(x) = \frac{1}{2\pi r} \sum_i w_i
+        [\mathcal N(r; R_i, \sigma^2) + \mathcal N(-r; R_i, \sigma^2)], \quad r = |x|.
+
+    Args:
+        x: points of shape ``(..., 2)`` (not at the origin, where the density is 0/0).
+
+    Returns:
+        float64 log-densities of shape ``x.shape[:-1]``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 0 or x.shape[-1] != 2:
+        raise DataError(f"x has shape {x.shape}; rings_log_prob needs (..., 2)")
+    radii = np.asarray(RINGS_RADII)
+    r = np.sqrt((x**2).sum(axis=-1))[..., None]
+    log_weights = np.log(radii / radii.sum())
+    log_norm = -0.5 * math.log(2 * math.pi * RINGS_NOISE_STD**2)
+    log_terms = np.concatenate(
+        [
+            log_weights + log_norm - (r - radii) ** 2 / (2 * RINGS_NOISE_STD**2),
+            log_weights + log_norm - (r + radii) ** 2 / (2 * RINGS_NOISE_STD**2),
+        ],
+        axis=-1,
+    )
+    top = log_terms.max(axis=-1)
+    mixture = top + np.log(np.exp(log_terms - top[..., None]).sum(axis=-1))
+    return mixture - np.log(2 * math.pi * r[..., 0])

@@ -6,6 +6,7 @@ from flows.layers.base import FlowLayer, InverseInfo
 from flows.layers.coupling import CheckerboardCoupling, FieldCoupling
 from flows.layers.linear import ConvExponential, FieldMixing
 from flows.layers.logit import LogitTransform
+from flows.layers.polar import IsotropicActNorm, PolarSplineBlock
 from flows.layers.residual import ResidualBlock
 from flows.layers.spline import ElementwiseSpline, SplineCoupling
 
@@ -19,7 +20,9 @@ __all__ = [
     "FlowLayer",
     "GroupAutoregressive",
     "InverseInfo",
+    "IsotropicActNorm",
     "LogitTransform",
+    "PolarSplineBlock",
     "ResidualBlock",
     "SplineCoupling",
 ]

@@ -13,12 +13,17 @@ from flows.cost import (
     training_method,
     training_work,
 )
+from flows.layers import ElementwiseSpline, PolarSplineBlock
 from flows.steerable import SteerableLayer
 
 CONFIGS = [
-    {"group": "C4", "data_shape": [2], "width": 2, "depth": 2},
+    {"family": "residual", "group": "C4", "data_shape": [2], "width": 2, "depth": 2},
     {"group": "trivial", "data_shape": [3], "width": 5, "depth": 1, "hidden_layers": 3},
-    {"group": "SO2", "data_shape": [2], "width": 2, "depth": 1, "max_frequency": 2},
+    {"family": "residual", "group": "SO2", "data_shape": [2], "width": 2, "max_frequency": 2},
+    {"family": "polar", "group": "D8", "data_shape": [2], "width": 3, "hidden_layers": 3},
+    {"family": "polar", "group": "C5", "data_shape": [2], "depth": 2, "max_frequency": 3},
+    {"family": "polar", "group": "trivial", "data_shape": [2], "spline_bins": 4},
+    {"family": "polar", "group": "O2", "data_shape": [2], "depth": 3},
     {"group": "C4", "data_shape": [1, 8, 8], "width": 2, "depth": 1},
     {"group": "D2", "data_shape": [3, 6, 4], "width": 1, "depth": 2, "kernel_size": 5},
     {"family": "coupling", "group": "C4", "data_shape": [3, 4, 4], "width": 2, "depth": 3},
@@ -41,6 +46,8 @@ CONFIGS = [
     },
     {"family": "residual", "group": "C4", "data_shape": [1, 4, 4], "padding_channels": 2},
     {"family": "coupling", "group": "trivial", "data_shape": [2], "padding_channels": 1},
+    {"family": "nsf", "group": "D4", "data_shape": [3, 5, 5], "width": 2, "hidden_layers": 2},
+    {"family": "mixed", "blocks": ["spline", "nsf"], "group": "C4", "data_shape": [1, 4, 4]},
 ]
 
 
@@ -58,12 +65,17 @@ def test_expanded_weights_count_every_dense_filter(values: dict) -> None:
         module.raw_parameters()[0].numel()
         for module in flow.modules()
         if isinstance(module, SteerableLayer)
+    ) + sum(
+        parameter.numel()
+        for module in flow.modules()
+        if isinstance(module, PolarSplineBlock | ElementwiseSpline)
+        for parameter in module.parameters()
     )
     assert expanded_weights(config) == dense
 
 
 def test_costs_grow_with_their_factors() -> None:
-    config = FlowConfig(group="C4", data_shape=[1, 8, 8], width=2, depth=1)
+    config = FlowConfig(family="residual", group="C4", data_shape=[1, 8, 8], width=2, depth=1)
     wider = config.model_copy(update={"width": 4})
     assert forward_activations(config, 10) == 10 * forward_activations(config, 1)
     assert forward_activations(wider, 1) > forward_activations(config, 1)
@@ -77,8 +89,8 @@ def test_costs_grow_with_their_factors() -> None:
 
 
 def test_auto_training_method_follows_the_trainer() -> None:
-    points = FlowConfig(group="C4", data_shape=[2])
-    images = FlowConfig(group="C4", data_shape=[1, 4, 4])
+    points = FlowConfig(family="residual", group="C4", data_shape=[2])
+    images = FlowConfig(family="residual", group="C4", data_shape=[1, 4, 4])
     assert training_method(points, TrainConfig()) == "exact"
     assert training_method(images, TrainConfig()) == "estimate"
     assert training_method(images, TrainConfig(logdet="exact")) == "exact"

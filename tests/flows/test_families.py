@@ -142,6 +142,8 @@ POINT_FAMILIES = [
     ("linear", "D4", {}),
     ("linear", "trivial", {}),
     ("mixed", "C4", {"blocks": ["linear", "residual"], "depth": 2}),
+    ("polar", "D8", {}),
+    ("polar", "trivial", {}),
 ]
 
 

@@ -16,7 +16,7 @@ from .conftest import density_integral, image_batch, make_flow
 
 POINT_GROUPS = ["C2", "C3", "C4", "C8", "D1", "D2", "D4", "D8", "SO2", "O2"]
 GRID_GROUPS = ["C2", "C4", "D1", "D2", "D4"]
-SMALL = {"depth": 2, "width": 2}
+SMALL = {"family": "residual", "depth": 2, "width": 2}
 
 
 def point_flow(group: str):
@@ -112,7 +112,7 @@ def test_rectangular_images_with_flips() -> None:
 @pytest.mark.parametrize("group", ["trivial", "C4", "D8", "O2"])
 @pytest.mark.parametrize("scale", [0.3, 1.0])
 def test_point_density_integrates_to_one(group: str, scale: float) -> None:
-    flow = make_flow(group=group, data_shape=[2], depth=3, width=3, scale=scale)
+    flow = make_flow(family="residual", group=group, data_shape=[2], depth=3, width=3, scale=scale)
     assert abs(density_integral(flow, 700) - 1.0) < 0.01
 
 
@@ -130,7 +130,9 @@ def test_estimator_is_unbiased_within_its_standard_error() -> None:
 
 
 def test_training_estimator_has_the_exact_gradient_in_expectation() -> None:
-    flow = build_flow(FlowConfig(group="C4", data_shape=[1, 3, 3], depth=1, width=1)).double()
+    flow = build_flow(
+        FlowConfig(family="residual", group="C4", data_shape=[1, 3, 3], depth=1, width=1)
+    ).double()
     x = torch.rand(2, 1, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     parameters = [p for p in flow.parameters() if p.requires_grad]
 
@@ -147,7 +149,9 @@ def test_training_estimator_has_the_exact_gradient_in_expectation() -> None:
 
 
 def test_every_layer_sigma_is_below_c_after_refresh() -> None:
-    flow = build_flow(FlowConfig(group="D4", data_shape=[1, 5, 5], depth=2, width=1))
+    flow = build_flow(
+        FlowConfig(family="residual", group="D4", data_shape=[1, 5, 5], depth=2, width=1)
+    )
     with torch.no_grad():
         for layer in flow.lipschitz_layers():
             layer.conv.weights.mul_(30.0)
@@ -160,7 +164,12 @@ def test_every_layer_sigma_is_below_c_after_refresh() -> None:
 
 def test_inverse_that_cannot_converge_raises() -> None:
     config = FlowConfig(
-        group="C4", data_shape=[2], depth=1, inverse_max_iter=1, inverse_atol=1e-12
+        family="residual",
+        group="C4",
+        data_shape=[2],
+        depth=1,
+        inverse_max_iter=1,
+        inverse_atol=1e-12,
     )
     flow = build_flow(config).double()
     with torch.no_grad():
