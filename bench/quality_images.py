@@ -67,7 +67,7 @@ class BenchScale:
 
 
 FULL = BenchScale(steps=2000, batch_size=64, eval_items=360, patches=4000)
-QUICK = BenchScale(steps=25, batch_size=32, eval_items=64, patches=400, warmup_steps=5)
+QUICK = BenchScale(steps=15, batch_size=32, eval_items=32, patches=300, warmup_steps=5)
 
 
 @dataclass(frozen=True)
