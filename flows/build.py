@@ -94,9 +94,10 @@ def _nsf(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer]:
     in_type = types.data + enn.FieldType(gspace, [gspace.trivial_repr])
     n_out = config.latent_shape[0] * spline_parameter_count(config.spline_bins)
     out_type = enn.FieldType(gspace, [gspace.trivial_repr] * n_out)
-    # The last layer reads each pixel's spline off its own hidden features (1x1): the widest
-    # layer of the network (3K - 1 outputs per channel) would cost most as a 3x3 convolution.
-    net = build_conditioner(types, in_type, out_type, config, last_kernel_size=1)
+    # The last layer is the widest (3K - 1 outputs per channel): its kernel is its own setting.
+    net = build_conditioner(
+        types, in_type, out_type, config, last_kernel_size=config.spline_head_kernel
+    )
     mask = orbit_mask(height, width, parity=index % 2)
     return [SplineCoupling(net, in_type, mask, config.spline_bins, config.spline_bound)]
 

@@ -191,6 +191,14 @@ class FlowConfig(BaseModel):
         le=10.0,
         description="coupling/iaf log-scales are bound * tanh(raw / bound), for stability.",
     )
+    spline_head_kernel: int = Field(
+        1,
+        ge=1,
+        le=9,
+        description="nsf: kernel size of the conditioner's last layer, which reads the splines "
+        "off the hidden fields (1: per pixel, the cheapest; 3 is ~0.15 bpd better on digits "
+        "at ~2x the time).",
+    )
     spline_bound: float = Field(
         4.0,
         gt=0.0,
@@ -275,6 +283,11 @@ class FlowConfig(BaseModel):
                 raise ValueError(
                     f"data_shape {self.data_shape}: group {self.group} contains 90-degree "
                     "rotations, which need square images (H == W)"
+                )
+            if self.spline_head_kernel % 2 == 0:
+                raise ValueError(
+                    f"spline_head_kernel {self.spline_head_kernel} is even; an odd size keeps "
+                    "the grid centred"
                 )
             if self.kernel_size % 2 == 0:
                 raise ValueError(

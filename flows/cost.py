@@ -110,10 +110,11 @@ def _nsf_outputs(config: FlowConfig) -> int:
 
 
 def _nsf_weights(config: FlowConfig) -> int:
-    """The G-NSF conditioner: (channels + mask) -> hidden (k x k) ... -> splines (1 x 1)."""
+    """The G-NSF conditioner: (channels + mask) -> hidden (k x k) ... -> splines (head)."""
     hidden, area = _hidden(config), _kernel_area(config)
     inner = (config.hidden_layers - 1) * hidden * hidden * area
-    return (data_channels(config) + 1) * hidden * area + inner + hidden * _nsf_outputs(config)
+    head = hidden * _nsf_outputs(config) * config.spline_head_kernel**2
+    return (data_channels(config) + 1) * hidden * area + inner + head
 
 
 def _block_weights(config: FlowConfig, kind: str, index: int) -> int:

@@ -47,6 +47,7 @@ CONFIGS = [
     {"family": "residual", "group": "C4", "data_shape": [1, 4, 4], "padding_channels": 2},
     {"family": "coupling", "group": "trivial", "data_shape": [2], "padding_channels": 1},
     {"family": "nsf", "group": "D4", "data_shape": [3, 5, 5], "width": 2, "hidden_layers": 2},
+    {"family": "nsf", "group": "C4", "data_shape": [1, 5, 5], "spline_head_kernel": 3},
     {"family": "mixed", "blocks": ["spline", "nsf"], "group": "C4", "data_shape": [1, 4, 4]},
 ]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from flows.config import FlowConfig
 from flows.layers.coupling import checkerboard_mask
 from flows.layers.spline import orbit_mask
 from flows.symmetry import grid_symmetries
@@ -52,3 +53,11 @@ def test_spline_flow_density_integrates_to_one() -> None:
     with torch.no_grad():
         density = torch.cat([flow.log_prob(chunk).exp() for chunk in grid.split(100_000)])
     assert abs(float(density.sum()) * step**3 - 1.0) < 0.02
+
+
+def test_nsf_is_the_image_default_with_a_small_logit_alpha_unless_given() -> None:
+    default = FlowConfig(group="D4", data_shape=[1, 8, 8])
+    assert default.family == "nsf" and default.logit_alpha == 1e-6
+    assert FlowConfig(group="D4", data_shape=[1, 8, 8], logit_alpha=0.05).logit_alpha == 0.05
+    assert FlowConfig(family="residual", group="D4", data_shape=[1, 8, 8]).logit_alpha == 0.05
+    assert FlowConfig.model_validate_json(default.model_dump_json()) == default
