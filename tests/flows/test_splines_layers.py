@@ -3,6 +3,8 @@ checkerboard is not), and a spline flow's density integrates to one."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -61,3 +63,17 @@ def test_nsf_is_the_image_default_with_a_small_logit_alpha_unless_given() -> Non
     assert FlowConfig(group="D4", data_shape=[1, 8, 8], logit_alpha=0.05).logit_alpha == 0.05
     assert FlowConfig(family="residual", group="D4", data_shape=[1, 8, 8]).logit_alpha == 0.05
     assert FlowConfig.model_validate_json(default.model_dump_json()) == default
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
+    from flows.config import TrainConfig
+    from flows.training import scheduled_learning_rate
+
+    config = TrainConfig(steps=110, learning_rate=0.01, warmup_steps=10, lr_schedule="cosine")
+    rates = [scheduled_learning_rate(config, step) for step in range(110)]
+    assert rates[0] == pytest.approx(0.001) and rates[10] == pytest.approx(0.01)
+    assert rates[60] == pytest.approx(0.005)
+    assert all(later < earlier for earlier, later in itertools.pairwise(rates[10:]))
+    assert rates[-1] < 1e-5
+    constant = config.model_copy(update={"lr_schedule": "constant"})
+    assert scheduled_learning_rate(constant, 109) == 0.01
