@@ -49,19 +49,19 @@ class Case:
 CASES = [
     Case(
         "points C4 (service tests)",
-        FlowConfig(group="C4", data_shape=[2], width=2, depth=1),
+        FlowConfig(family="residual", group="C4", data_shape=[2], width=2, depth=1),
         lambda n: eight_gaussians(n, seed=0),
         256,
     ),
     Case(
         "images C4 (service tests)",
-        FlowConfig(group="C4", data_shape=[1, 8, 8], width=2, depth=1),
+        FlowConfig(family="residual", group="C4", data_shape=[1, 8, 8], width=2, depth=1),
         digits,
         64,
     ),
     Case(
         "images C4 residual, width 16, depth 4",
-        FlowConfig(group="C4", data_shape=[1, 8, 8], width=16, depth=4),
+        FlowConfig(family="residual", group="C4", data_shape=[1, 8, 8], width=16, depth=4),
         digits,
         64,
     ),

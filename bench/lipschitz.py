@@ -89,7 +89,9 @@ def main() -> None:
         steps=args.image_steps, batch_size=32, learning_rate=3e-3, device="cpu"
     )
     for group in ["D4", "C4"]:
-        flow = build_flow(FlowConfig(group=group, data_shape=[1, 8, 8], depth=2, width=4))
+        flow = build_flow(
+            FlowConfig(family="residual", group=group, data_shape=[1, 8, 8], depth=2, width=4)
+        )
         row("digits", flow, images, x, image_train)
 
     print("\ncirculant-bound convolutions (C4, 2 -> 2 regular fields, 3x3, weights x40, c=0.97)")

@@ -72,7 +72,7 @@ def main() -> None:
     )
     print(header)
     for group in ["C4", "D4", "trivial"]:
-        config = FlowConfig(group=group, data_shape=[1, 8, 8], depth=2, width=4)
+        config = FlowConfig(family="residual", group=group, data_shape=[1, 8, 8], depth=2, width=4)
         flow = perturbed(config)
         own_group = "D4" if group == "trivial" else group
         error32 = equivariance_error(flow, x[:16], group=own_group)

@@ -15,6 +15,7 @@ import torch
 
 from experiments.coupling import run_coupling
 from experiments.digits import run_digits
+from experiments.peers import run_peers
 from experiments.report import Section
 from experiments.scales import FULL, QUICK, Scale
 from experiments.synthetic import run_synthetic
@@ -23,6 +24,7 @@ PARTS = {
     "1": ("synthetic", lambda scale, out: run_synthetic(scale.synthetic, out)),
     "2": ("digits", lambda scale, out: run_digits(scale.digits, out)),
     "3": ("coupling", lambda scale, out: run_coupling(scale.coupling, out)),
+    "5": ("peers", lambda scale, out: run_peers(scale.name == "quick")),
 }
 REPORT = "report.md"
 RESULTS = "results.json"
@@ -100,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         "--parts",
         type=_parts,
         default=list(PARTS),
-        help="comma-separated parts to run, e.g. 1,2 (default: 1,2,3)",
+        help="comma-separated parts to run, e.g. 1,2 (default: 1,2,3,5; part 4 is the GPU runs "
+        "of experiments/gpu)",
     )
     args = parser.parse_args(argv)
     if args.threads < 1:

@@ -78,7 +78,11 @@ def run_digits(scale: DigitsScale, out_dir: Path) -> tuple[Section, dict]:
     shape = list(train_images.shape[1:])
 
     baseline_config = FlowConfig(
-        group="trivial", data_shape=shape, depth=scale.depth, width=scale.baseline_width
+        family="residual",
+        group="trivial",
+        data_shape=shape,
+        depth=scale.depth,
+        width=scale.baseline_width,
     )
     records: dict[str, RunResult] = {
         BASELINE: run_training(
@@ -91,7 +95,7 @@ def run_digits(scale: DigitsScale, out_dir: Path) -> tuple[Section, dict]:
     }
     baseline_parameters = records[BASELINE].parameters
     for group in scale.groups:
-        template = FlowConfig(group=group, data_shape=shape, depth=scale.depth)
+        template = FlowConfig(family="residual", group=group, data_shape=shape, depth=scale.depth)
         chosen: set[int] = set()
         for fraction in scale.fractions:
             width, _ = widest_within(template, int(baseline_parameters * fraction))

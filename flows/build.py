@@ -6,7 +6,7 @@ import torch
 
 from flows.config import FlowConfig
 from flows.flow import Flow
-from flows.groups import FieldTypes, build_field_types
+from flows.groups import FieldTypes, build_field_types, enn
 from flows.layers import (
     CheckerboardCoupling,
     EquivariantActNorm,
@@ -22,6 +22,12 @@ from flows.layers import (
 from flows.layers.autoregressive import autoregressive_field_masks
 from flows.layers.coupling import checkerboard_mask
 from flows.layers.linear import build_conv_exponential, mixable_field_groups
+from flows.layers.spline import (
+    ElementwiseSpline,
+    SplineCoupling,
+    orbit_mask,
+    spline_parameter_count,
+)
 from flows.padding import PaddingDistribution
 from flows.subnets import build_conditioner, build_subnet
 
@@ -87,7 +93,32 @@ def _linear(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer
     return layers
 
 
-BLOCK_BUILDERS = {"residual": _residual, "coupling": _coupling, "iaf": _iaf, "linear": _linear}
+def _nsf(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer]:
+    height, width = _grid(config)  # type: ignore[misc]
+    gspace = types.data.gspace
+    in_type = types.data + enn.FieldType(gspace, [gspace.trivial_repr])
+    n_out = config.latent_shape[0] * spline_parameter_count(config.spline_bins)
+    out_type = enn.FieldType(gspace, [gspace.trivial_repr] * n_out)
+    # The last layer is the widest (3K - 1 outputs per channel): its kernel is its own setting.
+    net = build_conditioner(
+        types, in_type, out_type, config, last_kernel_size=config.spline_head_kernel
+    )
+    mask = orbit_mask(height, width, parity=index % 2)
+    return [SplineCoupling(net, in_type, mask, config.spline_bins, config.spline_bound)]
+
+
+def _spline(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer]:
+    return [ElementwiseSpline(config.n_fields, config.spline_bins, config.spline_bound)]
+
+
+BLOCK_BUILDERS = {
+    "residual": _residual,
+    "coupling": _coupling,
+    "iaf": _iaf,
+    "linear": _linear,
+    "nsf": _nsf,
+    "spline": _spline,
+}
 
 
 def _polar_flow(config: FlowConfig) -> Flow:

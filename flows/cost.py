@@ -120,10 +120,26 @@ def _blocks(config: FlowConfig) -> list[tuple[str, int]]:
     return blocks
 
 
+def _nsf_outputs(config: FlowConfig) -> int:
+    return data_channels(config) * (3 * config.spline_bins - 1)
+
+
+def _nsf_weights(config: FlowConfig) -> int:
+    """The G-NSF conditioner: (channels + mask) -> hidden (k x k) ... -> splines (head)."""
+    hidden, area = _hidden(config), _kernel_area(config)
+    inner = (config.hidden_layers - 1) * hidden * hidden * area
+    head = hidden * _nsf_outputs(config) * config.spline_head_kernel**2
+    return (data_channels(config) + 1) * hidden * area + inner + head
+
+
 def _block_weights(config: FlowConfig, kind: str, index: int) -> int:
     channels = data_channels(config)
     if kind == "polar":
         return _polar_weights(config)
+    if kind == "nsf":
+        return _nsf_weights(config)
+    if kind == "spline":
+        return channels * (3 * config.spline_bins - 1)
     if kind == "residual":
         return _network_weights(config, channels, channels, outer_only=True)
     if kind == "coupling":
@@ -138,6 +154,10 @@ def _block_activations(config: FlowConfig, kind: str, index: int) -> int:
     channels = data_channels(config)
     if kind == "polar":
         return _polar_activations(config)
+    if kind == "nsf":
+        return _network_activations(config, _nsf_outputs(config))
+    if kind == "spline":
+        return _spatial(config) * channels
     if kind == "residual":
         return _network_activations(config, channels)
     if kind == "coupling":

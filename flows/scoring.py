@@ -1,8 +1,15 @@
 """Scoring and sampling in the data's own convention, as the service exposes them.
 
-Images are scored as 8-bit data: integer levels k are dequantized to (k + u) / 256 with seeded
-uniform noise u (one draw per pixel), and bits/dim is reported against 256 levels; float input in
-[0, 1] is taken as already continuous. Points are scored as they are.
+Images are scored as 8-bit data, deterministically: integer levels k are placed at their bin
+centres (k + 1/2) / 256, and the reported log-likelihood is the model's log-density there,
+log p((k + 1/2) / 256), with bits/dim ``-(log p - D log 256) / (D ln 2)``. That is the
+midpoint-rule approximation of the discrete log-probability log P(k) = log of the integral of p
+over the bin (exact up to the density's variation within one 1/256 bin), not a bound. So the same
+image always gets the same score (whatever ``seed``), and a grid symmetry g of an invariant model
+gets the same score as the image itself up to float error, since g permutes the bin centres
+exactly. Float input in [0, 1] is taken as already continuous. Points are scored as they are.
+``seed`` drives only Monte-Carlo parts: the residual log-det estimator and the importance samples
+of augmented flows.
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from flows.data import DataError, dequantize, quantize
+from flows.data import DataError, quantize
 from flows.data.dataset import MAX_POINT_MAGNITUDE
+from flows.data.images import dequantize_midpoint
 from flows.flow import Flow, LogDetMethod
 from flows.metrics import bits_per_dim
 
@@ -37,8 +45,9 @@ class ScoreResult:
     lower_bound: bool = False
 
 
-def to_model_input(flow: Flow, array: np.ndarray, generator: torch.Generator) -> torch.Tensor:
-    """Validates ``array`` against the flow's data and converts it to the flow's input.
+def to_model_input(flow: Flow, array: np.ndarray) -> torch.Tensor:
+    """Validates ``array`` against the flow's data and converts it to the flow's input (integer
+    image levels to their bin centres).
 
     Raises:
         DataError: wrong shape, non-finite values, points beyond +-1e6, or image values
@@ -77,7 +86,7 @@ def to_model_input(flow: Flow, array: np.ndarray, generator: torch.Generator) ->
             "in 0..255"
         )
     levels = torch.as_tensor(values.astype(np.int64))
-    return dequantize(levels, generator).to(device, dtype)
+    return dequantize_midpoint(levels).to(device, dtype)
 
 
 @torch.no_grad()
@@ -86,13 +95,15 @@ def score(
 ) -> ScoreResult:
     """Log-likelihood of each item of ``array`` (and bits/dim for images).
 
-    Exact methods report no standard error; estimates use ``config.estimator.eval_probes``
+    Images given as integer levels are scored at their bin centres (see the module docstring):
+    deterministic, and invariant under the model's exact grid symmetries. Exact methods report
+    no standard error and do not depend on ``seed``; estimates use ``config.estimator.eval_probes``
     Hutchinson probes per item and report the standard error of their mean. Augmented flows
     report their importance-weighted lower bound, with the standard error of its Monte-Carlo
     average.
     """
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    x = to_model_input(flow, array, generator)
+    x = to_model_input(flow, array)
     resolved = flow.resolve_method(method)
     if resolved == "exact" and not flow.is_lower_bound:
         log_prob, stderr = flow.log_prob(x, method="exact"), None

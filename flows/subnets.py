@@ -64,6 +64,7 @@ def build_conditioner(
     out_type: enn.FieldType,
     config: FlowConfig,
     field_masks: list[Tensor] | None = None,
+    last_kernel_size: int | None = None,
 ) -> enn.SequentialModule:
     """An unconstrained equivariant network in_type -> hidden -> ... -> out_type.
 
@@ -74,6 +75,7 @@ def build_conditioner(
 
     Arguments:
         field_masks: one (out fields, in fields) mask per linear layer (autoregressive order).
+        last_kernel_size: images: the last layer's kernel size (default: the configured one).
     """
     widths = [in_type] + [types.hidden] * config.hidden_layers + [out_type]
     n_linear = len(widths) - 1
@@ -86,10 +88,11 @@ def build_conditioner(
         if config.is_points:
             modules.append(SteerableLinear(layer_in, layer_out, field_mask=mask, zero_init=last))
         else:
+            kernel = config.kernel_size
+            if last and last_kernel_size is not None:
+                kernel = last_kernel_size
             modules.append(
-                SteerableConv2d(
-                    layer_in, layer_out, config.kernel_size, field_mask=mask, zero_init=last
-                )
+                SteerableConv2d(layer_in, layer_out, kernel, field_mask=mask, zero_init=last)
             )
         if not last:
             modules.append(_nonlinearity(layer_out, config, types.pointwise))

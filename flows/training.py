@@ -25,7 +25,13 @@ from flows.logdet import LogDetContext
 from flows.metrics import bits_per_dim
 from flows.symmetry import apply_random_symmetries, symmetries_for
 
-__all__ = ["TrainCallbacks", "TrainResult", "resolve_device", "train"]
+__all__ = [
+    "TrainCallbacks",
+    "TrainResult",
+    "resolve_device",
+    "scheduled_learning_rate",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 VALIDATION_ITEMS = 256
@@ -62,6 +68,19 @@ class TrainResult:
     metrics: dict[str, float]
     stopped: bool
     checkpoint: bytes
+
+
+def scheduled_learning_rate(config: TrainConfig, step: int) -> float:
+    """The learning rate of (0-based) ``step``: linear warm-up over ``warmup_steps``, then
+    constant or, for ``lr_schedule="cosine"``, lr * (1 + cos(pi * t)) / 2 with t the fraction
+    of the post-warm-up steps done."""
+    rate = config.learning_rate
+    if config.warmup_steps:
+        rate *= min(1.0, (step + 1) / config.warmup_steps)
+    if config.lr_schedule == "cosine" and step >= config.warmup_steps:
+        span = max(1, config.steps - config.warmup_steps)
+        rate *= 0.5 * (1.0 + math.cos(math.pi * (step - config.warmup_steps) / span))
+    return rate
 
 
 def resolve_device(name: str) -> torch.device:
@@ -116,9 +135,7 @@ class _Run:
         return batch.to(self.device, self.dtype)
 
     def learning_rate(self, step: int) -> float:
-        if self.config.warmup_steps == 0:
-            return self.config.learning_rate
-        return self.config.learning_rate * min(1.0, (step + 1) / self.config.warmup_steps)
+        return scheduled_learning_rate(self.config, step)
 
     def step(self, step: int) -> tuple[float, float]:
         flow, config = self.flow, self.config

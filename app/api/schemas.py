@@ -314,14 +314,23 @@ class ScoreIn(BaseModel):
     """A batch to score, as JSON: points ``[[x, y], ...]`` or images ``[[[[...]]]]`` (B, C, H, W).
 
     Image values that are all integers are 8-bit levels (0-255); any number written with a
-    fraction makes them intensities in [0, 1].
+    fraction makes them intensities in [0, 1]. Levels k are scored at their bin centres
+    (k + 1/2) / 256: log_prob is the model's log-density there, a deterministic midpoint
+    approximation of the discrete log-probability (same image, same score; a rotated image
+    scores the same under a rotation-invariant model).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     inputs: list[Any] = Field(min_length=1, description="The batch: (B, D) or (B, C, H, W).")
     method: Literal["auto", "exact", "estimate"] = "auto"
-    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the estimator's probes.")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed of the Monte-Carlo parts only: the residual log-det estimator's probes "
+        "and an augmented flow's importance samples; exact scores do not depend on it.",
+    )
 
 
 SCORE_EXAMPLES = {

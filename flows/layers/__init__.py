@@ -8,10 +8,12 @@ from flows.layers.linear import ConvExponential, FieldMixing
 from flows.layers.logit import LogitTransform
 from flows.layers.polar import IsotropicActNorm, PolarSplineBlock
 from flows.layers.residual import ResidualBlock
+from flows.layers.spline import ElementwiseSpline, SplineCoupling
 
 __all__ = [
     "CheckerboardCoupling",
     "ConvExponential",
+    "ElementwiseSpline",
     "EquivariantActNorm",
     "FieldCoupling",
     "FieldMixing",
@@ -22,4 +24,5 @@ __all__ = [
     "LogitTransform",
     "PolarSplineBlock",
     "ResidualBlock",
+    "SplineCoupling",
 ]

@@ -50,7 +50,12 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_report_links_existing_png_figures(quick_report: Path) -> None:
     report = (quick_report / "report.md").read_text(encoding="utf-8")
-    for part in ("## 1. Synthetic densities", "## 2. Rotated digits", "## 3. Coupling ablation"):
+    for part in (
+        "## 1. Synthetic densities",
+        "## 2. Rotated digits",
+        "## 3. Coupling ablation",
+        "## 5. Against generic flows",
+    ):
         assert part in report
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     expected = {
@@ -77,6 +82,14 @@ def test_results_are_finite_and_complete(quick_report: Path) -> None:
     assert len(digits) >= 3
     for entry in digits.values():
         assert 0 < entry["test_bpd"] < 16 and 0 < entry["average_group_bpd"] < 16
+    peers = results["parts"]["peers"]
+    models = {row["model"] for table in peers.values() for row in table}
+    assert any(model.startswith("zuko NSF") for model in models)
+    assert {row["task"].split(" (")[0] for row in peers["data_efficiency"]} == {
+        "D4 digits 10%",
+        "D4 digits 30%",
+        "D4 digits",
+    }
     checkpoints = sorted(path.name for path in (quick_report / "checkpoints").iterdir())
     assert "digits-resflow-augmented.safetensors" in checkpoints
     assert "eight_gaussians-D8.safetensors" in checkpoints

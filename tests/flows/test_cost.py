@@ -14,7 +14,7 @@ from flows.cost import (
     training_step_bytes,
     training_work,
 )
-from flows.layers import PolarSplineBlock
+from flows.layers import ElementwiseSpline, PolarSplineBlock
 from flows.steerable import SteerableLayer
 
 CONFIGS = [
@@ -25,8 +25,15 @@ CONFIGS = [
     {"family": "polar", "group": "C5", "data_shape": [2], "depth": 2, "max_frequency": 3},
     {"family": "polar", "group": "trivial", "data_shape": [2], "spline_bins": 4},
     {"family": "polar", "group": "O2", "data_shape": [2], "depth": 3},
-    {"group": "C4", "data_shape": [1, 8, 8], "width": 2, "depth": 1},
-    {"group": "D2", "data_shape": [3, 6, 4], "width": 1, "depth": 2, "kernel_size": 5},
+    {"family": "residual", "group": "C4", "data_shape": [1, 8, 8], "width": 2, "depth": 1},
+    {
+        "family": "residual",
+        "group": "D2",
+        "data_shape": [3, 6, 4],
+        "width": 1,
+        "depth": 2,
+        "kernel_size": 5,
+    },
     {"family": "coupling", "group": "C4", "data_shape": [3, 4, 4], "width": 2, "depth": 3},
     {
         "family": "coupling",
@@ -47,6 +54,9 @@ CONFIGS = [
     },
     {"family": "residual", "group": "C4", "data_shape": [1, 4, 4], "padding_channels": 2},
     {"family": "coupling", "group": "trivial", "data_shape": [2], "padding_channels": 1},
+    {"family": "nsf", "group": "D4", "data_shape": [3, 5, 5], "width": 2, "hidden_layers": 2},
+    {"family": "nsf", "group": "C4", "data_shape": [1, 5, 5], "spline_head_kernel": 3},
+    {"family": "mixed", "blocks": ["spline", "nsf"], "group": "C4", "data_shape": [1, 4, 4]},
 ]
 
 
@@ -67,14 +77,14 @@ def test_expanded_weights_count_every_dense_filter(values: dict) -> None:
     ) + sum(
         parameter.numel()
         for module in flow.modules()
-        if isinstance(module, PolarSplineBlock)
+        if isinstance(module, PolarSplineBlock | ElementwiseSpline)
         for parameter in module.parameters()
     )
     assert expanded_weights(config) == dense
 
 
 def test_costs_grow_with_their_factors() -> None:
-    config = FlowConfig(group="C4", data_shape=[1, 8, 8], width=2, depth=1)
+    config = FlowConfig(family="residual", group="C4", data_shape=[1, 8, 8], width=2, depth=1)
     wider = config.model_copy(update={"width": 4})
     assert forward_activations(config, 10) == 10 * forward_activations(config, 1)
     assert forward_activations(wider, 1) > forward_activations(config, 1)
@@ -89,7 +99,7 @@ def test_costs_grow_with_their_factors() -> None:
 
 def test_auto_training_method_follows_the_trainer() -> None:
     points = FlowConfig(family="residual", group="C4", data_shape=[2])
-    images = FlowConfig(group="C4", data_shape=[1, 4, 4])
+    images = FlowConfig(family="residual", group="C4", data_shape=[1, 4, 4])
     assert training_method(points, TrainConfig()) == "exact"
     assert training_method(images, TrainConfig()) == "estimate"
     assert training_method(images, TrainConfig(logdet="exact")) == "exact"

@@ -27,6 +27,8 @@ FAMILIES = {
     "iaf-density-fast": {"family": "iaf", "iaf_fast": "density"},
     "linear": {"family": "linear"},
     "mixed": {"family": "mixed", "blocks": ["linear", "coupling", "iaf", "residual"], "depth": 1},
+    "nsf": {"family": "nsf", "spline_bins": 4, "spline_bound": 2.0},
+    "mixed-splines": {"family": "mixed", "blocks": ["spline", "nsf"], "spline_bins": 3},
     "augmented-residual": {"family": "residual", "padding_channels": 1},
     "augmented-coupling": {"family": "coupling", "padding_channels": 1},
 }
@@ -268,6 +270,8 @@ def test_iaf_costs_one_pass_in_its_fast_direction_and_k_in_the_other(
         ),
         ({"family": "iaf", "data_shape": [3, 8, 8], "iaf_blocks": 2}, "does not divide"),
         ({"family": "mixed", "data_shape": [3, 8, 8]}, "blocks"),
+        ({"family": "nsf", "data_shape": [2], "group": "trivial"}, "transform pixels of images"),
+        ({"family": "nsf", "data_shape": [1, 2, 2]}, "at least 3 pixels"),
         ({"family": "linear", "data_shape": [3, 8, 8], "blocks": ["linear"]}, "blocks"),
     ],
 )

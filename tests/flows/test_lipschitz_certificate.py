@@ -70,7 +70,11 @@ def test_a_fresh_point_flow_is_within_the_bound(group: str) -> None:
 
 @pytest.mark.parametrize("group", ["trivial", "C4", "D4", "SO2"])
 def test_a_fresh_image_flow_is_within_the_bound(group: str) -> None:
-    assert_certified(build_flow(FlowConfig(group=group, data_shape=[1, 6, 6], depth=1, width=2)))
+    assert_certified(
+        build_flow(
+            FlowConfig(family="residual", group=group, data_shape=[1, 6, 6], depth=1, width=2)
+        )
+    )
 
 
 def test_huge_weights_are_rescaled_to_the_bound() -> None:
@@ -102,7 +106,9 @@ def test_trained_point_flow_stays_within_the_bound_and_after_load(group: str) ->
 
 
 def test_trained_image_flow_stays_within_the_bound_and_after_load() -> None:
-    config = FlowConfig(group="D4", data_shape=[1, 8, 8], depth=1, width=2, exact_max_dim=64)
+    config = FlowConfig(
+        family="residual", group="D4", data_shape=[1, 8, 8], depth=1, width=2, exact_max_dim=64
+    )
     flow = build_flow(config)
     result = train(flow, digits(128), TrainConfig(steps=20, batch_size=16, learning_rate=1e-2))
     assert_certified(flow)
@@ -201,7 +207,9 @@ def test_trained_flow_inverse_reports_bound_its_errors() -> None:
 @pytest.mark.parametrize("data_shape", [[2], [1, 5, 5]])
 def test_float32_inverse_of_large_latents_uses_a_relative_tolerance(data_shape: list[int]) -> None:
     # No logit transform: its sigmoid saturates at |z| ~ 1e3, the residual blocks do not.
-    config = FlowConfig(group="C4", data_shape=data_shape, depth=2, width=2, logit_alpha=None)
+    config = FlowConfig(
+        family="residual", group="C4", data_shape=data_shape, depth=2, width=2, logit_alpha=None
+    )
     flow = build_flow(config)
     flow = perturb(flow, 0.3, seed=3).eval()
     z = 1e3 * torch.randn(4, *flow.latent_shape, generator=torch.Generator().manual_seed(1))
@@ -313,7 +321,9 @@ def test_equivariance_error_refuses_groups_without_exact_elements(
 
 
 def test_image_samples_lie_in_the_unit_interval_like_the_service_samples() -> None:
-    flow = make_flow(group="C4", data_shape=[1, 5, 5], depth=1, width=2, scale=1.0)
+    flow = make_flow(
+        family="residual", group="C4", data_shape=[1, 5, 5], depth=1, width=2, scale=1.0
+    )
     samples = flow.sample(32, seed=0, temperature=2.0)
     generator = torch.Generator().manual_seed(0)
     z = 2.0 * torch.randn(32, *flow.latent_shape, generator=generator, dtype=torch.float64)

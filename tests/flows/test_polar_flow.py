@@ -88,11 +88,12 @@ def test_the_origin_is_a_fixed_point_with_a_finite_density() -> None:
     assert torch.equal(flow.inverse(origin), origin)
 
 
-def test_polar_is_the_default_for_2d_points_only() -> None:
+def test_polar_is_the_default_for_2d_points_and_nsf_for_images() -> None:
     assert FlowConfig(group="D8", data_shape=[2]).family == "polar"
     assert FlowConfig(group="trivial", data_shape=[3]).family == "residual"
     assert FlowConfig(group="C4", data_shape=[2], padding_channels=1).family == "residual"
-    assert FlowConfig(group="C4", data_shape=[1, 8, 8]).family == "residual"
+    assert FlowConfig(group="C4", data_shape=[1, 8, 8]).family == "nsf"
+    assert FlowConfig(group="C4", data_shape=[1, 2, 2]).family == "residual"
     explicit = FlowConfig(family="residual", group="D8", data_shape=[2])
     assert FlowConfig.model_validate_json(explicit.model_dump_json()).family == "residual"
 

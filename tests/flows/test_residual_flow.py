@@ -133,7 +133,9 @@ def test_estimator_is_unbiased_within_its_standard_error() -> None:
 
 
 def test_training_estimator_has_the_exact_gradient_in_expectation() -> None:
-    flow = build_flow(FlowConfig(group="C4", data_shape=[1, 3, 3], depth=1, width=1)).double()
+    flow = build_flow(
+        FlowConfig(family="residual", group="C4", data_shape=[1, 3, 3], depth=1, width=1)
+    ).double()
     x = torch.rand(2, 1, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     parameters = [p for p in flow.parameters() if p.requires_grad]
 
@@ -150,7 +152,9 @@ def test_training_estimator_has_the_exact_gradient_in_expectation() -> None:
 
 
 def test_every_layer_sigma_is_below_c_even_for_huge_weights() -> None:
-    flow = build_flow(FlowConfig(group="D4", data_shape=[1, 5, 5], depth=2, width=1))
+    flow = build_flow(
+        FlowConfig(family="residual", group="D4", data_shape=[1, 5, 5], depth=2, width=1)
+    )
     with torch.no_grad():
         for layer in flow.lipschitz_layers():
             layer.conv.weights.mul_(30.0)

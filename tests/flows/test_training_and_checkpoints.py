@@ -19,7 +19,9 @@ from flows.training import TrainCallbacks, train
 
 POINTS = FlowConfig(family="residual", group="D8", data_shape=[2], depth=3, width=4)
 POLAR_POINTS = FlowConfig(group="D8", data_shape=[2], depth=2, width=8)
-DIGITS = FlowConfig(group="D4", data_shape=[1, 8, 8], depth=1, width=1, exact_max_dim=64)
+DIGITS = FlowConfig(
+    family="residual", group="D4", data_shape=[1, 8, 8], depth=1, width=1, exact_max_dim=64
+)
 
 
 class Recorder(TrainCallbacks):

@@ -14,7 +14,13 @@ from PIL import Image
 from flows.data import load_builtin
 
 POINTS_FLOW = {"family": "residual", "group": "C4", "data_shape": [2], "width": 2, "depth": 1}
-IMAGE_FLOW = {"group": "C4", "data_shape": [1, 8, 8], "width": 2, "depth": 1}
+IMAGE_FLOW = {
+    "family": "residual",
+    "group": "C4",
+    "data_shape": [1, 8, 8],
+    "width": 2,
+    "depth": 1,
+}
 TINY_TRAINING = {
     "steps": 30,
     "batch_size": 32,

@@ -35,6 +35,8 @@ FAMILY_JOBS: dict[str, tuple[str, dict[str, Any]]] = {
         "eight_gaussians",
         {"family": "mixed", "blocks": ["linear", "residual"], "group": "C4", "data_shape": [2]},
     ),
+    "nsf": ("image_patches", {"family": "nsf", "group": "D4", "data_shape": RGB}),
+    "nsf-default": ("digits", {"group": "D4", "data_shape": [1, 8, 8]}),
     "polar": ("eight_gaussians", {"family": "polar", "group": "D8", "data_shape": [2]}),
     "polar-default": ("eight_gaussians", {"group": "C4", "data_shape": [2]}),
     "augmented-residual": (

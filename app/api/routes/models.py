@@ -274,7 +274,9 @@ async def log_prob(
     """Scores a batch: JSON ``{"inputs": [...]}`` or multipart PNG ``files``.
 
     Returns per-item log-likelihood, bits/dim for images, the method used (``exact`` or
-    ``estimate``) and a standard error when estimated.
+    ``estimate``) and a standard error when estimated. Integer image levels are scored at their
+    bin centres (k + 1/2) / 256, so an exact score is deterministic and a rotated image scores
+    the same under a rotation-invariant model (see ``flows.scoring``).
     """
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         score_request = await _score_request_from_form(request, settings)
