@@ -24,6 +24,7 @@ from app.db.api_keys import check_tenant
 from app.db.migrate import upgrade_to_head
 from app.key_admin import create_key, ensure_local_key, list_keys, revoke_key
 from app.settings import Settings, get_settings
+from app.transport import QuickAckH11Protocol
 
 logger = logging.getLogger("app.serve")
 
@@ -94,7 +95,13 @@ def serve(host: str, port: int, with_worker: bool) -> None:
     # uvicorn re-raises the SIGTERM it handled once it has shut down; exit through `finally`.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        uvicorn.run("app.main:create_app", factory=True, host=host, port=port)
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            http=QuickAckH11Protocol,
+        )
     finally:
         if supervisor is not None:
             supervisor.stop()
