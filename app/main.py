@@ -9,8 +9,10 @@ from app.api.body_limit import RequestBodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.routes import datasets, health, jobs, models
 from app.api.schemas import ErrorOut
+from app.batching import BatcherRegistry
 from app.broker import create_celery
 from app.model_cache import ModelCache
+from app.resolution import ResolutionCache
 from app.settings import Settings, get_settings
 
 DESCRIPTION = """
@@ -49,11 +51,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.celery = create_celery(settings)
     app.state.model_cache = ModelCache(settings.model_cache_size, settings.serve_device)
+    app.state.batchers = BatcherRegistry(
+        settings.model_cache_size, settings.batch_max_items, settings.batch_max_wait_ms / 1000
+    )
+    app.state.resolutions = ResolutionCache(settings.checkpoint_refresh_s)
     install_error_handlers(app)
     app.add_middleware(RequestBodyLimitMiddleware, settings=settings)
     # Added last, so outermost: a request without a valid key is refused before its body is
     # read, let alone measured.
-    install_authentication(app, settings.database_url)
+    install_authentication(app, settings.database_url, settings.auth_cache_ttl_s)
     app.include_router(health.router)
     # On the routers too: the scheme and the 401 appear in OpenAPI for every operation.
     app.include_router(datasets.router, **AUTHENTICATED)

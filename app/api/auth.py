@@ -4,9 +4,11 @@
 readiness, the docs and the OpenAPI document) before anything else happens, so an
 unauthenticated client cannot make the service read, parse or validate a body. A missing or
 rejected key is a 401 with ``WWW-Authenticate: Bearer`` (RFC 6750) and a message saying what was
-wrong. The key is looked up in the database on every request (see ``app.db.api_keys``): no
-cache outlives a revocation. Routes read the tenant through ``get_tenant``, which also declares
-the scheme in OpenAPI and refuses a request the middleware did not authenticate.
+wrong. An accepted key is remembered for ``EFNF_AUTH_CACHE_TTL_S`` (default 1 s; see
+``app.resolution.KeyCache``), so a revoked key is refused at most that long after its
+revocation; within that time requests skip the database read and the thread hop it needs.
+Routes read the tenant through ``get_tenant``, which also declares the scheme in OpenAPI and
+refuses a request the middleware did not authenticate.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import error_response
-from app.db.api_keys import ApiKeyRejected, authenticate
+from app.db.api_keys import ApiKeyRejected, authenticate, digest
 from app.db.session import session_factory
+from app.resolution import KeyCache
 
 AUTH_FIELD = "Authorization"
 TENANT_STATE = "efnf_tenant"
@@ -76,10 +79,17 @@ def tenant_of_key(database_url: str, key: str) -> str:
 class ApiKeyMiddleware:
     """Refuses every HTTP request outside ``public_paths`` that has no valid API key."""
 
-    def __init__(self, app: ASGIApp, database_url: str, public_paths: Iterable[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        database_url: str,
+        public_paths: Iterable[str],
+        cache_ttl_s: float = 0.0,
+    ) -> None:
         self.app = app
         self.database_url = database_url
         self.public_paths = frozenset(public_paths)
+        self.keys = KeyCache(cache_ttl_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.public_paths:
@@ -87,7 +97,11 @@ class ApiKeyMiddleware:
             return
         try:
             key = presented_key(Headers(scope=scope))
-            tenant = await run_in_threadpool(tenant_of_key, self.database_url, key)
+            key_digest = digest(key)
+            tenant = self.keys.get(key_digest)
+            if tenant is None:
+                tenant = await run_in_threadpool(tenant_of_key, self.database_url, key)
+                self.keys.remember(key_digest, tenant)
         except Unauthorized as unauthorized:
             await unauthorized.response()(scope, receive, send)
             return
@@ -107,8 +121,9 @@ def get_tenant(
     return tenant
 
 
-def install_authentication(app: FastAPI, database_url: str) -> None:
-    """Puts every path of ``app`` but health, readiness and the docs behind an API key."""
+def install_authentication(app: FastAPI, database_url: str, cache_ttl_s: float = 0.0) -> None:
+    """Puts every path of ``app`` but health, readiness and the docs behind an API key;
+    accepted keys are trusted for ``cache_ttl_s`` seconds without a database read."""
     public_paths = {
         "/healthz",
         "/readyz",
@@ -118,7 +133,10 @@ def install_authentication(app: FastAPI, database_url: str) -> None:
         app.openapi_url,
     }
     app.add_middleware(
-        ApiKeyMiddleware, database_url=database_url, public_paths=public_paths - {None}
+        ApiKeyMiddleware,
+        database_url=database_url,
+        public_paths=public_paths - {None},
+        cache_ttl_s=cache_ttl_s,
     )
 
     @app.exception_handler(Unauthorized)

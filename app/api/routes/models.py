@@ -6,6 +6,7 @@ checkpoint, and once it has finished, its final one.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 from app.api.deps import ModelCacheDep, OwnerDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, PydanticBodyError, not_found
 from app.api.schemas import ErrorOut, ModelOut, SampleIn, SamplesOut, ScoreIn, ScoreOut
+from app.batching import BatcherRegistry, SampleWork, ScoreWork
 from app.db import crud
 from app.db.blobs import clean_metrics
 from app.db.models import Checkpoint, Job
@@ -27,10 +29,10 @@ from app.inputs import json_batch, png_batch
 from app.limits import check_sample_request, check_score_request
 from app.model_cache import LoadedModel, ModelCache
 from app.previews import preview_png
+from app.resolution import ResolutionCache
 from app.settings import Settings
 from flows.data import DataError
 from flows.errors import InverseNotConverged
-from flows.scoring import sample_array, score
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -139,25 +141,57 @@ def _tolist(values: np.ndarray | None) -> list[float] | None:
     return None if values is None else [float(value) for value in np.asarray(values).ravel()]
 
 
-def _score(
-    settings: Settings,
-    owner: str,
-    cache: ModelCache,
-    model_id: str,
-    request: ScoreRequest,
+async def _resolve_cached(request: Request, owner: str, model_id: str) -> ResolvedModel:
+    """The model, from the resolution cache when fresh (no database read, no thread hop)."""
+    resolutions: ResolutionCache = request.app.state.resolutions
+    model = resolutions.get((owner, model_id))
+    if model is None:
+        model = await run_in_threadpool(_resolve_in_session, request, owner, model_id)
+        resolutions.remember(owner, model_id, model.job.state, model)
+    return model
+
+
+def _resolve_in_session(request: Request, owner: str, model_id: str) -> ResolvedModel:
+    with session_factory(request.app.state.settings.database_url)() as session:
+        return _resolve(session, owner, model_id, request.app.state.model_cache)
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns once the client has disconnected (its body has already been read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _batched(request: Request, model: ResolvedModel, work: ScoreWork | SampleWork) -> Any:
+    """Runs ``work`` in the model's next batch; drops it if the client goes away first."""
+    batchers: BatcherRegistry = request.app.state.batchers
+    batcher = batchers.get(model.checkpoint.id, model.loaded.flow)
+    result = asyncio.wrap_future(batcher.submit(work))
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not result.done():
+        result.cancel()  # still queued: the batch will skip it
+        # Nobody reads this answer; 499 is nginx's "client closed request".
+        raise ApiError(499, "the client closed the request before it ran", "body")
+    return result.result()
+
+
+async def _score(
+    request: Request, settings: Settings, owner: str, model_id: str, scored: ScoreRequest
 ) -> ScoreOut:
-    with session_factory(settings.database_url)() as session:
-        model = _resolve(session, owner, model_id, cache)
-    field = request.field
+    model = await _resolve_cached(request, owner, model_id)
+    field = scored.field
     config = model.loaded.info.flow_config
-    check_score_request(config, len(request.inputs), request.method, field, settings)
+    check_score_request(config, len(scored.inputs), scored.method, field, settings)
     try:
         if field == "files":
-            batch = png_batch(request.inputs, settings)
+            batch = await run_in_threadpool(png_batch, scored.inputs, settings)
         else:
-            batch = json_batch(request.inputs)
-        with model.loaded.lock:
-            result = score(model.loaded.flow, batch, method=request.method, seed=request.seed)
+            batch = json_batch(scored.inputs)
+        result = await _batched(request, model, ScoreWork(batch, scored.method, scored.seed))
     except DataError as error:
         message = str(error)
         if not message.startswith(field):
@@ -204,11 +238,7 @@ async def _score_request_from_form(request: Request, settings: Settings) -> Scor
     openapi_extra={"requestBody": SCORE_REQUEST_BODY},
 )
 async def log_prob(
-    model_id: str,
-    request: Request,
-    settings: SettingsDep,
-    owner: OwnerDep,
-    cache: ModelCacheDep,
+    model_id: str, request: Request, settings: SettingsDep, owner: OwnerDep
 ) -> ScoreOut:
     """Scores a batch: JSON ``{"inputs": [...]}`` or multipart PNG ``files``.
 
@@ -233,7 +263,7 @@ async def log_prob(
             "(EFNF_MAX_SCORE_ITEMS)",
             field,
         )
-    return await run_in_threadpool(_score, settings, owner, cache, model_id, score_request)
+    return await _score(request, settings, owner, model_id, score_request)
 
 
 @router.post(
@@ -247,27 +277,18 @@ async def log_prob(
         **ERRORS,
     },
 )
-def samples(
-    model_id: str,
-    body: SampleIn,
-    session: SessionDep,
-    settings: SettingsDep,
-    owner: OwnerDep,
-    cache: ModelCacheDep,
+async def samples(
+    model_id: str, body: SampleIn, request: Request, settings: SettingsDep, owner: OwnerDep
 ) -> Any:
     """Draws ``n`` samples as JSON, a NumPy ``.npy`` file, or a PNG (image grid / scatter)."""
     if body.n > settings.max_samples:
         raise ApiError(
             422, f"n {body.n} is above the limit {settings.max_samples} (EFNF_MAX_SAMPLES)", "n"
         )
-    model = _resolve(session, owner, model_id, cache)
-    session.close()
+    model = await _resolve_cached(request, owner, model_id)
     check_sample_request(model.loaded.info.flow_config, body.n, settings)
     try:
-        with model.loaded.lock:
-            array = sample_array(
-                model.loaded.flow, body.n, seed=body.seed, temperature=body.temperature
-            )
+        array = await _batched(request, model, SampleWork(body.n, body.seed, body.temperature))
     except InverseNotConverged as error:
         raise ApiError(
             422, f"temperature {body.temperature}: sampling failed, {error}", "temperature"
