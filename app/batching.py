@@ -19,9 +19,11 @@ What batches together, and what is reproducible:
   on the batch, so each such request runs *alone*, on the model's thread, with its own seed:
   its result is bit-for-bit what the same request gives unbatched.
 - **Sampling**: each request draws its latents z from its own seed and temperature (exactly as
-  :meth:`flows.flow.Flow.sample`); the latents are inverted together. The inverse stops per item
-  at the tolerance (``inverse_atol`` / ``inverse_rtol``), so a sample equals its unbatched value
-  to within that tolerance, not bit-for-bit.
+  :meth:`flows.flow.Flow.sample`); the latents are inverted together. The fixed-point inverse
+  iterates each item until its own bound meets its tolerance, independently of its batch-mates,
+  so a sample equals its unbatched value up to float rounding (one more or fewer iteration in a
+  borderline case moves it by at most the tolerance). Each sample comes with its certified
+  inverse error bound.
 
 A request whose input is bad fails alone: inputs are converted per request before the batch is
 formed, and if a batched forward raises, each request of the batch is rerun alone so that only
@@ -72,12 +74,13 @@ class ScoreWork:
 
 @dataclass
 class SampleWork:
-    """One sampling request: n samples at ``temperature`` from ``seed``."""
+    """One sampling request: n samples at ``temperature`` from ``seed``; the result is the
+    samples and each one's certified inverse error bound (None without iterative layers)."""
 
     n: int
     seed: int
     temperature: float
-    future: Future[np.ndarray] = field(default_factory=Future)
+    future: Future[tuple[np.ndarray, np.ndarray | None]] = field(default_factory=Future)
 
     @property
     def items(self) -> int:
@@ -238,7 +241,9 @@ def score_exact_together(flow: Flow, batch: list[ScoreWork]) -> list[ScoreResult
     return results
 
 
-def sample_together(flow: Flow, batch: list[SampleWork]) -> list[np.ndarray]:
+def sample_together(
+    flow: Flow, batch: list[SampleWork]
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """Each request's samples, its latents drawn from its own seed, inverted in one pass.
 
     The latents are exactly those :meth:`flows.flow.Flow.sample` draws for the same seed and
@@ -253,15 +258,21 @@ def sample_together(flow: Flow, batch: list[SampleWork]) -> list[np.ndarray]:
             * work.temperature
         )
     device, _ = flow._device_dtype()
-    x = flow.inverse(torch.cat(latents).to(device))[:, : flow.data_shape[0]].cpu()
+    x, report = flow.inverse_with_info(torch.cat(latents).to(device))
+    x = x[:, : flow.data_shape[0]].cpu()
+    bounds = report.item_error_bounds
+    bounds = None if bounds is None else bounds.double().cpu().numpy()
     results, start = [], 0
     for work in batch:
-        part = x[start : start + work.n]
-        start += work.n
-        if flow.config.is_points:
-            results.append(part.numpy().astype(np.float32))
-        else:
-            results.append(quantize(part.clamp(0.0, 1.0)))
+        stop = start + work.n
+        part = x[start:stop]
+        array = (
+            part.numpy().astype(np.float32)
+            if flow.config.is_points
+            else quantize(part.clamp(0.0, 1.0))
+        )
+        results.append((array, None if bounds is None else bounds[start:stop]))
+        start = stop
     return results
 
 

@@ -113,8 +113,9 @@ def test_sampling_requests_batch_and_keep_their_own_seeds(points_flow: Flow) -> 
     futures = [batcher.submit(SampleWork(n, seed, t)) for n, seed, t in asks]
     results = [future.result(timeout=60) for future in futures]
     assert batcher.forwards == 1
-    for (n, seed, temperature), result in zip(asks, results, strict=True):
+    for (n, seed, temperature), (result, bounds) in zip(asks, results, strict=True):
         alone = sample_array(points_flow, n, seed=seed, temperature=temperature)
+        assert bounds is not None and bounds.shape == (n,)
         assert result.shape == alone.shape and result.dtype == alone.dtype
         # Equal to within the inverse's tolerance, not bit for bit (see app/batching.py).
         tolerance = 10 * (points_flow.config.inverse_atol + points_flow.config.inverse_rtol)

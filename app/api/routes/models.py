@@ -288,7 +288,9 @@ async def samples(
     model = await _resolve_cached(request, owner, model_id)
     check_sample_request(model.loaded.info.flow_config, body.n, settings)
     try:
-        array = await _batched(request, model, SampleWork(body.n, body.seed, body.temperature))
+        array, bounds = await _batched(
+            request, model, SampleWork(body.n, body.seed, body.temperature)
+        )
     except InverseNotConverged as error:
         raise ApiError(
             422, f"temperature {body.temperature}: sampling failed, {error}", "temperature"
@@ -313,6 +315,7 @@ async def samples(
         shape=list(array.shape),
         dtype=str(array.dtype),
         samples=array.tolist(),
+        error_bounds=_tolist(bounds) if body.error_bounds else None,
     )
 
 
