@@ -45,6 +45,11 @@ from typing import Any
 import numpy as np
 import torch
 
+# torch.autograd.grad imports torch.fx's symbolic shapes (and with them sympy) on its first call:
+# 1-2 s that the first exact log-density of the process would otherwise pay. Import it with the
+# service, so that a model's first request costs only its own load.
+import torch.fx.experimental.symbolic_shapes
+
 from flows.data import quantize
 from flows.flow import Flow
 from flows.metrics import bits_per_dim

@@ -19,5 +19,5 @@ def test_quick_serving_bench_prints_every_figure() -> None:
         assert requests >= 1 and errors == 0 and ratio > 0
     assert any("x" in line and "p99/p50" in line for line in lines)
     cold = next(line for line in lines if line.strip().startswith("points  first request"))
-    for step in ("fetch", "parse", "build", "load", "audit", "first call", "total"):
+    for step in ("imports", "fetch", "parse", "build", "load", "audit", "first call", "total"):
         assert step in cold
