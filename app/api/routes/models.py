@@ -179,9 +179,15 @@ async def _batched(request: Request, model: ResolvedModel, work: ScoreWork | Sam
     return result.result()
 
 
+def _json(body: BaseModel) -> Response:
+    """``body`` serialised once by pydantic (in Rust), bypassing FastAPI's second validation
+    and encoding of a returned model; the route's ``response_model`` still documents it."""
+    return Response(body.model_dump_json(), media_type="application/json")
+
+
 async def _score(
     request: Request, settings: Settings, owner: str, model_id: str, scored: ScoreRequest
-) -> ScoreOut:
+) -> Response:
     model = await _resolve_cached(request, owner, model_id)
     field = scored.field
     config = model.loaded.info.flow_config
@@ -197,16 +203,18 @@ async def _score(
         if not message.startswith(field):
             message = f"{field}: {message}"
         raise ApiError(422, message, field) from error
-    return ScoreOut(
-        model_id=model.job.id,
-        checkpoint_id=model.checkpoint.id,
-        step=model.checkpoint.step,
-        method=result.method,
-        count=len(result.log_prob),
-        log_prob=_tolist(result.log_prob),
-        stderr=_tolist(result.stderr),
-        bits_per_dim=_tolist(result.bits_per_dim),
-        lower_bound=result.lower_bound,
+    return _json(
+        ScoreOut(
+            model_id=model.job.id,
+            checkpoint_id=model.checkpoint.id,
+            step=model.checkpoint.step,
+            method=result.method,
+            count=len(result.log_prob),
+            log_prob=_tolist(result.log_prob),
+            stderr=_tolist(result.stderr),
+            bits_per_dim=_tolist(result.bits_per_dim),
+            lower_bound=result.lower_bound,
+        )
     )
 
 
@@ -237,9 +245,7 @@ async def _score_request_from_form(request: Request, settings: Settings) -> Scor
     responses=ERRORS,
     openapi_extra={"requestBody": SCORE_REQUEST_BODY},
 )
-async def log_prob(
-    model_id: str, request: Request, settings: SettingsDep, owner: OwnerDep
-) -> ScoreOut:
+async def log_prob(model_id: str, request: Request, settings: SettingsDep, owner: OwnerDep) -> Any:
     """Scores a batch: JSON ``{"inputs": [...]}`` or multipart PNG ``files``.
 
     Returns per-item log-likelihood, bits/dim for images, the method used (``exact`` or
@@ -304,18 +310,20 @@ async def samples(
         return Response(buffer.getvalue(), media_type="application/octet-stream", headers=headers)
     if body.format == "png":
         return Response(preview_png(array, kind), media_type="image/png", headers=headers)
-    return SamplesOut(
-        model_id=model.job.id,
-        checkpoint_id=model.checkpoint.id,
-        step=model.checkpoint.step,
-        n=body.n,
-        seed=body.seed,
-        temperature=body.temperature,
-        kind=kind,
-        shape=list(array.shape),
-        dtype=str(array.dtype),
-        samples=array.tolist(),
-        error_bounds=_tolist(bounds) if body.error_bounds else None,
+    return _json(
+        SamplesOut(
+            model_id=model.job.id,
+            checkpoint_id=model.checkpoint.id,
+            step=model.checkpoint.step,
+            n=body.n,
+            seed=body.seed,
+            temperature=body.temperature,
+            kind=kind,
+            shape=list(array.shape),
+            dtype=str(array.dtype),
+            samples=array.tolist(),
+            error_bounds=_tolist(bounds) if body.error_bounds else None,
+        )
     )
 
 
