@@ -109,11 +109,12 @@ class ApiKeyMiddleware:
         await self.app({**scope, "state": state}, receive, send)
 
 
-def get_tenant(
+async def get_tenant(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> str:
-    """The tenant of the request's API key, as authenticated by ``ApiKeyMiddleware``."""
+    """The tenant of the request's API key, as authenticated by ``ApiKeyMiddleware``
+    (``async``: read on the event loop, without a thread hop)."""
     tenant = getattr(request.state, TENANT_STATE, None)
     if tenant is None:
         # Only reachable if the middleware is missing: fail closed rather than open.

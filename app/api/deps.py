@@ -15,7 +15,9 @@ from app.model_cache import ModelCache
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+# The trivial dependencies are ``async``: FastAPI runs a plain ``def`` dependency in the thread
+# pool, a thread hop per dependency per request for a mere attribute read.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -28,11 +30,11 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def get_celery(request: Request) -> Celery:
+async def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
-def get_model_cache(request: Request) -> ModelCache:
+async def get_model_cache(request: Request) -> ModelCache:
     return request.app.state.model_cache
 
 
