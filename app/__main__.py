@@ -22,9 +22,9 @@ import uvicorn
 
 from app.db.api_keys import check_tenant
 from app.db.migrate import upgrade_to_head
-from app.http_protocol import protocol_with_head_timeout
 from app.key_admin import create_key, ensure_local_key, list_keys, revoke_key
 from app.settings import PARENT_PIPE_ENV, Settings, get_settings
+from app.transport import protocol_with_head_timeout
 
 logger = logging.getLogger("app.serve")
 

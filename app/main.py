@@ -11,9 +11,11 @@ from app.api.openapi import install_limited_openapi
 from app.api.routes import datasets, health, jobs, models
 from app.api.schemas import ErrorOut
 from app.api.text import PrintableRequestMiddleware
+from app.batching import BatcherRegistry
 from app.broker import BrokerProbe, create_celery
 from app.metrics import METRICS_PATH, RequestMetricsMiddleware, ServiceMetrics
 from app.model_cache import ModelCache
+from app.resolution import ResolutionCache
 from app.settings import Settings, get_settings
 from app.web import PUBLIC_PATHS, PUBLIC_PREFIXES, install_web
 
@@ -57,13 +59,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.broker_probe = BrokerProbe(app.state.celery, settings.train_queue)
     app.state.model_cache = ModelCache(settings.model_cache_size, settings.serve_device)
     app.state.metrics = ServiceMetrics(settings, app.state.broker_probe, app.state.model_cache)
+    app.state.batchers = BatcherRegistry(
+        settings.model_cache_size, settings.batch_max_items, settings.batch_max_wait_ms / 1000
+    )
+    app.state.resolutions = ResolutionCache(settings.checkpoint_refresh_s)
     install_error_handlers(app)
     app.add_middleware(RequestBodyLimitMiddleware, settings=settings)
     app.add_middleware(PrintableRequestMiddleware)
     # Outside the body limit and the text check: a request without a valid key is refused
     # before its body is read, let alone measured.
     public = [METRICS_PATH] if settings.metrics_enabled else []
-    install_authentication(app, settings.database_url, [*PUBLIC_PATHS, *public], PUBLIC_PREFIXES)
+    install_authentication(
+        app,
+        settings.database_url,
+        [*PUBLIC_PATHS, *public],
+        PUBLIC_PREFIXES,
+        settings.auth_cache_ttl_s,
+    )
     # Outermost: requests refused by the key check are counted too.
     app.add_middleware(RequestMetricsMiddleware, fastapi_app=app, metrics=app.state.metrics)
     app.include_router(health.router)

@@ -210,6 +210,29 @@ class Settings(BaseSettings):
     # Serving.
     serve_device: str = Field("cpu", description="Device for scoring and sampling in the API.")
     model_cache_size: int = Field(4, ge=1, description="Loaded models kept in memory.")
+    auth_cache_ttl_s: float = Field(
+        1.0,
+        ge=0.0,
+        description="An accepted API key is trusted this long without a database read, so a "
+        "revoked key is refused at most this long after its revocation (0: read every time).",
+    )
+    checkpoint_refresh_s: float = Field(
+        1.0,
+        ge=0.0,
+        description="A running job's newest checkpoint is looked up again after this long "
+        "(finished jobs get no new checkpoints and are not looked up again; 0: every request).",
+    )
+    batch_max_items: int = Field(
+        256,
+        ge=1,
+        description="Dynamic batching: most items (scored inputs or samples) in one forward.",
+    )
+    batch_max_wait_ms: float = Field(
+        0.0,
+        ge=0.0,
+        description="Dynamic batching: how long the first request of a batch waits for others "
+        "to join (requests that arrive while a forward runs join the next one anyway).",
+    )
     host: str = Field("127.0.0.1", description="Bind address of `python -m app`.")
     port: int = Field(8000, ge=1, le=65535)
 

@@ -46,6 +46,15 @@ class InverseReport:
         """The largest certified per-layer error bound ||x - f_k^{-1}(y)||_2 of any item."""
         return max((info.error_bound for info in self.layers), default=0.0)
 
+    @property
+    def item_error_bounds(self) -> Tensor | None:
+        """Per item, its largest certified per-layer error bound (None without iterative
+        layers that report per item)."""
+        bounds = [info.item_error_bounds for info in self.layers]
+        if not bounds or any(bound is None for bound in bounds):
+            return None
+        return torch.stack(bounds).amax(dim=0)
+
 
 class Flow(torch.nn.Module):
     r"""x -> z = f_K(...f_1(x)) with log p(x) = log N(z; 0, I) + sum_k log|det J_{f_k}|.

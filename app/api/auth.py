@@ -4,9 +4,11 @@
 the docs, the OpenAPI document, the dashboard page and its static files) before anything else
 happens, so an unauthenticated client cannot make the service read, parse or validate a body. A
 missing or rejected key is a 401 with ``WWW-Authenticate: Bearer`` (RFC 6750) and a message saying
-what was wrong. The key is looked up in the database on every request (see ``app.db.api_keys``): no
-cache outlives a revocation. Routes read the tenant through ``get_tenant``, which also declares the
-scheme in OpenAPI and refuses a request the middleware did not authenticate.
+what was wrong. An accepted key is remembered for ``EFNF_AUTH_CACHE_TTL_S`` (default 1 s; see
+``app.resolution.KeyCache``), so a revoked key is refused at most that long after its
+revocation; within that time requests skip the database read and the thread hop it needs.
+Routes read the tenant through ``get_tenant``, which also declares the scheme in OpenAPI and
+refuses a request the middleware did not authenticate.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import error_response
-from app.db.api_keys import ApiKeyRejected, authenticate
+from app.db.api_keys import ApiKeyRejected, authenticate, digest
 from app.db.session import session_factory
+from app.resolution import KeyCache
 
 AUTH_FIELD = "Authorization"
 TENANT_STATE = "efnf_tenant"
@@ -83,11 +86,13 @@ class ApiKeyMiddleware:
         database_url: str,
         public_paths: Iterable[str],
         public_prefixes: Iterable[str] = (),
+        cache_ttl_s: float = 0.0,
     ) -> None:
         self.app = app
         self.database_url = database_url
         self.public_paths = frozenset(public_paths)
         self.public_prefixes = tuple(public_prefixes)
+        self.keys = KeyCache(cache_ttl_s)
 
     def is_public(self, path: str) -> bool:
         return path in self.public_paths or path.startswith(self.public_prefixes)
@@ -98,7 +103,11 @@ class ApiKeyMiddleware:
             return
         try:
             key = presented_key(Headers(scope=scope))
-            tenant = await run_in_threadpool(tenant_of_key, self.database_url, key)
+            key_digest = digest(key)
+            tenant = self.keys.get(key_digest)
+            if tenant is None:
+                tenant = await run_in_threadpool(tenant_of_key, self.database_url, key)
+                self.keys.remember(key_digest, tenant)
         except Unauthorized as unauthorized:
             await unauthorized.response()(scope, receive, send)
             return
@@ -106,11 +115,12 @@ class ApiKeyMiddleware:
         await self.app({**scope, "state": state}, receive, send)
 
 
-def get_tenant(
+async def get_tenant(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> str:
-    """The tenant of the request's API key, as authenticated by ``ApiKeyMiddleware``."""
+    """The tenant of the request's API key, as authenticated by ``ApiKeyMiddleware``
+    (``async``: read on the event loop, without a thread hop)."""
     tenant = getattr(request.state, TENANT_STATE, None)
     if tenant is None:
         # Only reachable if the middleware is missing: fail closed rather than open.
@@ -123,15 +133,18 @@ def install_authentication(
     database_url: str,
     public_paths: Iterable[str] = (),
     public_prefixes: Iterable[str] = (),
+    cache_ttl_s: float = 0.0,
 ) -> None:
     """Puts every path of ``app`` behind an API key but health, readiness, the OpenAPI document
-    and ``public_paths`` / ``public_prefixes`` (the pages and their static files)."""
+    and ``public_paths`` / ``public_prefixes`` (the pages and their static files); accepted keys
+    are trusted for ``cache_ttl_s`` seconds without a database read."""
     public = {"/healthz", "/readyz", app.openapi_url, *public_paths}
     app.add_middleware(
         ApiKeyMiddleware,
         database_url=database_url,
         public_paths=public - {None},
         public_prefixes=public_prefixes,
+        cache_ttl_s=cache_ttl_s,
     )
 
     @app.exception_handler(Unauthorized)

@@ -18,7 +18,9 @@ from app.model_cache import ModelCache
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+# The trivial dependencies are ``async``: FastAPI runs a plain ``def`` dependency in the thread
+# pool, a thread hop per dependency per request for a mere attribute read.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -31,19 +33,19 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def get_celery(request: Request) -> Celery:
+async def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
-def get_broker_probe(request: Request) -> BrokerProbe:
+async def get_broker_probe(request: Request) -> BrokerProbe:
     return request.app.state.broker_probe
 
 
-def get_model_cache(request: Request) -> ModelCache:
+async def get_model_cache(request: Request) -> ModelCache:
     return request.app.state.model_cache
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 

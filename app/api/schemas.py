@@ -376,6 +376,11 @@ class SampleIn(BaseModel):
     format: Literal["json", "npy", "png"] = Field(
         "json", description="json: arrays; npy: a NumPy file; png: a grid image or a scatter."
     )
+    error_bounds: bool = Field(
+        False,
+        description="json only: also return each sample's certified inverse error bound (the "
+        "largest over the flow's iterative layers of ||x - f_k^-1(y)||_2; null without any).",
+    )
 
 
 SAMPLE_EXAMPLES = {
@@ -398,3 +403,6 @@ class SamplesOut(BaseModel):
     shape: list[int] = Field(description="Shape of the whole array.")
     dtype: str
     samples: list[Any]
+    error_bounds: list[float] | None = Field(
+        None, description="Per sample, its certified inverse error bound, if asked for."
+    )

@@ -23,12 +23,17 @@ class InverseInfo:
         error_bound: max over items of the certified bound on ||x_n - f^-1(y)||_2,
             ``step * lipschitz / (1 - lipschitz)`` (see :class:`~flows.layers.ResidualBlock`).
         lipschitz: the certified Lipschitz constant of the residual branch used in the bound.
+        item_error_bounds: each item's certified bound, shape (batch,), where the layer
+            reports it (items stop iterating once their own bound meets their tolerance).
+        item_iterations: each item's iterations, shape (batch,), where reported.
     """
 
     iterations: int
     step: float
     error_bound: float
     lipschitz: float
+    item_error_bounds: Tensor | None = None
+    item_iterations: Tensor | None = None
 
 
 class FlowLayer(torch.nn.Module):

@@ -17,6 +17,9 @@ __all__ = ["ResidualBlock", "resolution_rtol"]
 
 # Ulps of x that one evaluation of g may be off by (several layers, each rounding once).
 ROUNDING_ULPS = 32
+# Iterations beyond the Lipschitz-derived count, for steps that float rounding keeps from
+# shrinking as fast as exact arithmetic does.
+BUDGET_SLACK = 5
 
 
 def resolution_rtol(dtype: torch.dtype, lipschitz: float) -> float:
@@ -38,10 +41,12 @@ class ResidualBlock(FlowLayer):
     .. math:: \|x_n - f^{-1}(y)\|_2 \le \frac{L}{1 - L} \|x_n - x_{n-1}\|_2 ,
 
     with L the product of the certified norms of g's linear layers (its nonlinearities are
-    1-Lipschitz). The inverse stops once this bound is at most
-    ``atol + max(rtol, resolution_rtol(dtype, L)) * ||y||_2`` for every item and reports it (the
-    bound is exact arithmetic's; float rounding of g adds a few ulps of x, which the resolution
-    floor covers), so a large |y| in float32 does not make the tolerance unreachable.
+    1-Lipschitz). Each item stops iterating once its bound is at most
+    ``atol + max(rtol, resolution_rtol(dtype, L)) * ||y||_2`` (later iterations run only the
+    items still above it) and reports it (the bound is exact arithmetic's; float rounding of g
+    adds a few ulps of x, which the resolution floor covers), so a large |y| in float32 does not
+    make the tolerance unreachable. An item gives up after the iterations its contraction
+    needs in theory (:meth:`iteration_budget`, from L and its first step), at most ``max_iter``.
 
     Arguments:
         net: the sub-network, an escnn module from the data type to itself (or, after
@@ -91,29 +96,69 @@ class ResidualBlock(FlowLayer):
             return self._exported_lipschitz
         return math.prod(layer.certified_norm() for layer in self.lipschitz_layers())
 
+    def iteration_budget(self, first_step: Tensor, tolerance: Tensor, lipschitz: float) -> Tensor:
+        r"""Per item, the iterations the contraction needs, from its Lipschitz bound alone.
+
+        From x_0 = y the steps shrink geometrically, ||x_n - x_{n-1}|| <= L^{n-1} ||g(y)||, so
+        the a posteriori bound L/(1-L) ||x_n - x_{n-1}|| meets the tolerance t by (the first
+        step ``first_step`` is ||x_1 - x_0|| = ||g(y)||)
+
+        .. math:: n = 1 + \left\lceil \log\frac{t (1 - L)}{L \|g(y)\|} / \log L \right\rceil ,
+
+        plus ``BUDGET_SLACK`` iterations for float rounding, capped by ``max_iter``.
+        """
+        if lipschitz <= 0.0:
+            return torch.ones(len(first_step), dtype=torch.long, device=first_step.device)
+        ratio = tolerance.double() * (1.0 - lipschitz) / (lipschitz * first_step.double())
+        needed = torch.log(ratio)
+        steps = torch.ceil(needed / math.log(lipschitz)).clamp(min=0).nan_to_num(0.0)
+        budget = 1 + steps + BUDGET_SLACK
+        return budget.clamp(max=self.max_iter).long()
+
     @torch.no_grad()
     def inverse_with_info(self, y: Tensor) -> tuple[Tensor, InverseInfo | None]:
+        """Fixed-point inverse, per item: an item stops iterating once its own certified bound
+        meets its tolerance, and fails once it has used its :meth:`iteration_budget`."""
         lipschitz = self.lipschitz_bound()
         if not lipschitz < 1.0:
             raise FlowError(f"residual branch has Lipschitz bound {lipschitz:.6g} >= 1")
         factor = lipschitz / (1.0 - lipschitz)
         rtol = max(self.rtol, resolution_rtol(y.dtype, lipschitz))
         tolerance = self.atol + rtol * y.reshape(len(y), -1).norm(dim=1)
-        x, bound = y, torch.full_like(tolerance, math.inf)
-        for iteration in range(1, self.max_iter + 1):
-            following = y - self.g(x)
-            step = (following - x).reshape(len(y), -1).norm(dim=1)
-            bound = factor * step
-            x = following
-            if bool((bound <= tolerance).all()):
-                return x, InverseInfo(
-                    iterations=iteration,
-                    step=float(step.max()) if len(y) else 0.0,
-                    error_bound=float(bound.max()) if len(y) else 0.0,
-                    lipschitz=lipschitz,
+        budget = torch.full_like(tolerance, self.max_iter, dtype=torch.long)
+        x = y.clone()
+        bound = torch.full_like(tolerance, math.inf)
+        last_step = torch.zeros_like(tolerance)
+        iterations = torch.zeros(len(y), dtype=torch.long, device=y.device)
+        active = torch.arange(len(y), device=y.device)
+        iteration = 0
+        while len(active):
+            iteration += 1
+            current = x[active]
+            following = y[active] - self.g(current)
+            step = (following - current).reshape(len(active), -1).norm(dim=1)
+            x[active] = following
+            bound[active] = factor * step
+            last_step[active] = step
+            iterations[active] = iteration
+            if iteration == 1:
+                budget = self.iteration_budget(step, tolerance, lipschitz)
+            converged = bound[active] <= tolerance[active]
+            exhausted = ~converged & (iteration >= budget[active])
+            if bool(exhausted.any()):
+                worst = active[exhausted][int((bound - tolerance)[active[exhausted]].argmax())]
+                raise InverseNotConverged(
+                    int(budget[worst]), float(bound[worst]), float(tolerance[worst])
                 )
-        worst = int((bound - tolerance).argmax())
-        raise InverseNotConverged(self.max_iter, float(bound[worst]), float(tolerance[worst]))
+            active = active[~converged]
+        return x, InverseInfo(
+            iterations=iteration,
+            step=float(last_step.max()) if len(y) else 0.0,
+            error_bound=float(bound.max()) if len(y) else 0.0,
+            lipschitz=lipschitz,
+            item_error_bounds=bound,
+            item_iterations=iterations,
+        )
 
     def lipschitz_layers(self) -> list[LipschitzLayer]:
         return [m for m in self.net.modules() if isinstance(m, LipschitzLayer)]

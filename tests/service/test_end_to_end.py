@@ -162,6 +162,11 @@ def test_samples_in_every_format(stack: Stack, trained: Trained) -> None:
         body = as_json.json()
         assert body["shape"] == [5, *item_shape] and body["dtype"] == dtype
         assert np.asarray(body["samples"]).shape == (5, *item_shape)
+        assert body["error_bounds"] is None  # only when asked for
+        bounded = stack.client.post(url, json={"n": 5, "seed": 2, "error_bounds": True}).json()
+        assert bounded["samples"] == body["samples"]
+        bounds = bounded["error_bounds"]
+        assert len(bounds) == 5 and all(0.0 <= bound < 1e-2 for bound in bounds)
 
         as_npy = stack.client.post(url, json={"n": 5, "seed": 2, "format": "npy"})
         assert as_npy.headers["content-type"] == "application/octet-stream"

@@ -71,12 +71,17 @@ def test_deleting_a_finished_job_removes_its_model_checkpoints_and_metrics(
         assert refused.json()["field"] == "job_id" and "finished" in refused.json()["message"]
     stack.wait_for_job(job["id"])
     assert stack.client.get(f"/v1/models/{job['id']}").status_code == 200  # now cached
+    scoring = {"inputs": [[0.5, -0.5]], "method": "exact"}
+    scored = stack.client.post(f"/v1/models/{job['id']}/log-prob", json=scoring)
+    assert scored.status_code == 200  # the resolution and batcher caches hold the model now
     assert other_tenant_client.delete(f"/v1/jobs/{job['id']}").status_code == 404
 
     assert stack.client.delete(f"/v1/jobs/{job['id']}").status_code == 204
     for path in ("", "/metrics"):
         assert stack.client.get(f"/v1/jobs/{job['id']}{path}").status_code == 404
     assert stack.client.get(f"/v1/models/{job['id']}").status_code == 404
+    scored = stack.client.post(f"/v1/models/{job['id']}/log-prob", json=scoring)
+    assert scored.status_code == 404  # no cache serves a deleted model
     assert stack.client.delete(f"/v1/jobs/{job['id']}").status_code == 404
     listed = stack.client.get("/v1/models", params={"limit": 1000}).json()["items"]
     assert job["id"] not in {model["id"] for model in listed}

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from app.http_protocol import protocol_with_head_timeout
 from app.main import create_app
+from app.transport import protocol_with_head_timeout
 from tests.service.stack import Stack
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(60)]

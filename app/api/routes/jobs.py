@@ -6,7 +6,7 @@ import logging
 import re
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 
 from app.api.deps import CeleryDep, ModelCacheDep, OwnerDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, not_found
@@ -176,11 +176,14 @@ def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobOut:
 
 @router.delete("/{job_id}", status_code=204, responses=ERRORS, summary="Delete a finished job")
 def delete_job(
-    job_id: str, session: SessionDep, owner: OwnerDep, cache: ModelCacheDep
+    job_id: str, request: Request, session: SessionDep, owner: OwnerDep, cache: ModelCacheDep
 ) -> Response:
     """Deletes a finished job with its metrics and checkpoints (so its model too); refused
     (409) while it is queued or running: cancel it first."""
     checkpoint_ids = crud.delete_job(session, _job_or_404(session, owner, job_id))
     session.commit()
+    # Every cache that serves the model forgets it, so it is a 404 from the next request on.
+    request.app.state.resolutions.forget(owner, job_id)
+    request.app.state.batchers.discard(checkpoint_ids)
     cache.discard(checkpoint_ids)
     return Response(status_code=204)

@@ -6,6 +6,7 @@ checkpoint, and once it has finished, its final one.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
-from app.api.deps import MetricsDep, ModelCacheDep, OwnerDep, SessionDep, SettingsDep
+from app.api.deps import ModelCacheDep, OwnerDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, PydanticBodyError, not_found
 from app.api.schemas import (
     LARGEST_SQL_INTEGER,
@@ -31,6 +32,7 @@ from app.api.schemas import (
     ScoreIn,
     ScoreOut,
 )
+from app.batching import BatcherRegistry, SampleWork, ScoreWork
 from app.db import crud
 from app.db.blobs import clean_metrics
 from app.db.models import Checkpoint, Job
@@ -40,11 +42,11 @@ from app.limits import check_sample_request, check_score_request
 from app.metrics import ServiceMetrics
 from app.model_cache import LoadedModel, ModelCache
 from app.previews import preview_png
+from app.resolution import ResolutionCache
 from app.settings import Settings
 from flows import FlowConfig, TrainConfig
 from flows.data import DataError
 from flows.errors import InverseNotConverged
-from flows.scoring import sample_array, score
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -194,44 +196,84 @@ def _tolist(values: np.ndarray | None) -> list[float] | None:
     return None if values is None else [float(value) for value in np.asarray(values).ravel()]
 
 
-def _score(
-    settings: Settings,
-    owner: str,
-    cache: ModelCache,
-    metrics: ServiceMetrics,
-    model_id: str,
-    request: ScoreRequest,
-) -> ScoreOut:
-    with session_factory(settings.database_url)() as session:
-        model = _resolve(session, owner, model_id, cache)
-    field = request.field
+async def _resolve_cached(request: Request, owner: str, model_id: str) -> ResolvedModel:
+    """The model, from the resolution cache when fresh (no database read, no thread hop)."""
+    resolutions: ResolutionCache = request.app.state.resolutions
+    model = resolutions.get((owner, model_id))
+    if model is None:
+        model = await run_in_threadpool(_resolve_in_session, request, owner, model_id)
+        resolutions.remember(owner, model_id, model.job.state, model)
+    return model
+
+
+def _resolve_in_session(request: Request, owner: str, model_id: str) -> ResolvedModel:
+    with session_factory(request.app.state.settings.database_url)() as session:
+        return _resolve(session, owner, model_id, request.app.state.model_cache)
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns once the client has disconnected (its body has already been read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _batched(request: Request, model: ResolvedModel, work: ScoreWork | SampleWork) -> Any:
+    """Runs ``work`` in the model's next batch; drops it if the client goes away first."""
+    batchers: BatcherRegistry = request.app.state.batchers
+    batcher = batchers.get(model.checkpoint.id, model.loaded.flow)
+    result = asyncio.wrap_future(batcher.submit(work))
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not result.done():
+        result.cancel()  # still queued: the batch will skip it
+        # Nobody reads this answer; 499 is nginx's "client closed request".
+        raise ApiError(499, "the client closed the request before it ran", "body")
+    return result.result()
+
+
+def _json(body: BaseModel) -> Response:
+    """``body`` serialised once by pydantic (in Rust), bypassing FastAPI's second validation
+    and encoding of a returned model; the route's ``response_model`` still documents it."""
+    return Response(body.model_dump_json(), media_type="application/json")
+
+
+async def _score(
+    request: Request, settings: Settings, owner: str, model_id: str, scored: ScoreRequest
+) -> Response:
+    model = await _resolve_cached(request, owner, model_id)
+    field = scored.field
     config = model.loaded.info.flow_config
-    check_score_request(config, len(request.inputs), request.method, field, settings)
+    check_score_request(config, len(scored.inputs), scored.method, field, settings)
     try:
         if field == "files":
-            batch = png_batch(request.inputs, settings)
+            batch = await run_in_threadpool(png_batch, scored.inputs, settings)
         else:
-            batch = json_batch(request.inputs)
-        with model.loaded.lock:
-            started = time.perf_counter()
-            result = score(model.loaded.flow, batch, method=request.method, seed=request.seed)
-            metrics.scoring_seconds.inc(time.perf_counter() - started)
+            batch = json_batch(scored.inputs)
+        started = time.perf_counter()
+        result = await _batched(request, model, ScoreWork(batch, scored.method, scored.seed))
+        metrics: ServiceMetrics = request.app.state.metrics
+        metrics.scoring_seconds.inc(time.perf_counter() - started)
         metrics.scored_items.inc(len(result.log_prob))
     except DataError as error:
         message = str(error)
         if not message.startswith(field):
             message = f"{field}: {message}"
         raise ApiError(422, message, field) from error
-    return ScoreOut(
-        model_id=model.job.id,
-        checkpoint_id=model.checkpoint.id,
-        step=model.checkpoint.step,
-        method=result.method,
-        count=len(result.log_prob),
-        log_prob=_tolist(result.log_prob),
-        stderr=_tolist(result.stderr),
-        bits_per_dim=_tolist(result.bits_per_dim),
-        lower_bound=result.lower_bound,
+    return _json(
+        ScoreOut(
+            model_id=model.job.id,
+            checkpoint_id=model.checkpoint.id,
+            step=model.checkpoint.step,
+            method=result.method,
+            count=len(result.log_prob),
+            log_prob=_tolist(result.log_prob),
+            stderr=_tolist(result.stderr),
+            bits_per_dim=_tolist(result.bits_per_dim),
+            lower_bound=result.lower_bound,
+        )
     )
 
 
@@ -264,13 +306,8 @@ async def _score_request_from_form(request: Request, settings: Settings) -> Scor
     summary="Score a batch (log-likelihood, bits/dim)",
 )
 async def log_prob(
-    model_id: str,
-    request: Request,
-    settings: SettingsDep,
-    owner: OwnerDep,
-    cache: ModelCacheDep,
-    metrics: MetricsDep,
-) -> ScoreOut:
+    model_id: str, request: Request, settings: SettingsDep, owner: OwnerDep
+) -> Response:
     """Scores a batch: JSON ``{"inputs": [...]}`` or multipart PNG ``files``.
 
     Returns per-item log-likelihood, bits/dim for images, the method used (``exact`` or
@@ -296,9 +333,7 @@ async def log_prob(
             "(EFNF_MAX_SCORE_ITEMS)",
             field,
         )
-    return await run_in_threadpool(
-        _score, settings, owner, cache, metrics, model_id, score_request
-    )
+    return await _score(request, settings, owner, model_id, score_request)
 
 
 @router.post(
@@ -313,30 +348,27 @@ async def log_prob(
     },
     summary="Draw samples",
 )
-def samples(
+async def samples(
     model_id: str,
     body: Annotated[SampleIn, Body(openapi_examples=SAMPLE_EXAMPLES)],
-    session: SessionDep,
+    request: Request,
     settings: SettingsDep,
     owner: OwnerDep,
-    cache: ModelCacheDep,
-    metrics: MetricsDep,
 ) -> Any:
     """Draws ``n`` samples as JSON, a NumPy ``.npy`` file, or a PNG (image grid / scatter)."""
     if body.n > settings.max_samples:
         raise ApiError(
             422, f"n {body.n} is above the limit {settings.max_samples} (EFNF_MAX_SAMPLES)", "n"
         )
-    model = _resolve(session, owner, model_id, cache)
-    session.close()
+    model = await _resolve_cached(request, owner, model_id)
     check_sample_request(model.loaded.info.flow_config, body.n, settings)
     try:
-        with model.loaded.lock:
-            started = time.perf_counter()
-            array = sample_array(
-                model.loaded.flow, body.n, seed=body.seed, temperature=body.temperature
-            )
-            metrics.sampling_seconds.inc(time.perf_counter() - started)
+        started = time.perf_counter()
+        array, bounds = await _batched(
+            request, model, SampleWork(body.n, body.seed, body.temperature)
+        )
+        metrics: ServiceMetrics = request.app.state.metrics
+        metrics.sampling_seconds.inc(time.perf_counter() - started)
         metrics.sampled_items.inc(len(array))
     except InverseNotConverged as error:
         raise ApiError(
@@ -351,17 +383,20 @@ def samples(
         return Response(buffer.getvalue(), media_type="application/octet-stream", headers=headers)
     if body.format == "png":
         return Response(preview_png(array, kind), media_type="image/png", headers=headers)
-    return SamplesOut(
-        model_id=model.job.id,
-        checkpoint_id=model.checkpoint.id,
-        step=model.checkpoint.step,
-        n=body.n,
-        seed=body.seed,
-        temperature=body.temperature,
-        kind=kind,
-        shape=list(array.shape),
-        dtype=str(array.dtype),
-        samples=array.tolist(),
+    return _json(
+        SamplesOut(
+            model_id=model.job.id,
+            checkpoint_id=model.checkpoint.id,
+            step=model.checkpoint.step,
+            n=body.n,
+            seed=body.seed,
+            temperature=body.temperature,
+            kind=kind,
+            shape=list(array.shape),
+            dtype=str(array.dtype),
+            samples=array.tolist(),
+            error_bounds=_tolist(bounds) if body.error_bounds else None,
+        )
     )
 
 
