@@ -13,8 +13,8 @@ What batches together, and what is reproducible:
 - **Exact scoring** (``exact`` log-dets of a flow without padding): every request's items are
   concatenated. An item's log-density does not depend on its batch-mates, so a batched result
   equals the unbatched one up to float rounding (BLAS may sum in another order for another
-  batch size; observed differences ~1e-6 relative in float32). Image dequantization noise is
-  drawn from the request's own seed, as before.
+  batch size; observed differences ~1e-6 relative in float32). Image levels are scored at their
+  bin centres, so an exact score does not depend on the request's seed.
 - **Estimated scoring** (Russian-roulette / Hutchinson probes, padding draws): the probes depend
   on the batch, so each such request runs *alone*, on the model's thread, with its own seed:
   its result is bit-for-bit what the same request gives unbatched.
@@ -216,8 +216,7 @@ def score_exact_together(flow: Flow, batch: list[ScoreWork]) -> list[ScoreResult
     inputs: list[torch.Tensor | Exception] = []
     for work in batch:
         try:
-            generator = torch.Generator(device="cpu").manual_seed(work.seed)
-            inputs.append(to_model_input(flow, work.array, generator))
+            inputs.append(to_model_input(flow, work.array))
         except Exception as error:  # the request's own error
             inputs.append(error)
     valid = [x for x in inputs if isinstance(x, torch.Tensor)]

@@ -57,8 +57,8 @@ from flows.checkpoint import (  # noqa: E402
 )
 
 MODELS = {
-    "points": FlowConfig(group="C8", data_shape=[2], width=8, depth=4),
-    "images": FlowConfig(group="C4", data_shape=[1, 8, 8]),
+    "points": FlowConfig(family="residual", group="C8", data_shape=[2], width=8, depth=4),
+    "images": FlowConfig(family="residual", group="C4", data_shape=[1, 8, 8]),
 }
 
 

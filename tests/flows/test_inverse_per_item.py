@@ -15,7 +15,9 @@ def residual_blocks(flow) -> list[ResidualBlock]:  # type: ignore[no-untyped-def
 
 
 def test_each_item_stops_at_its_own_tolerance_and_its_bound_holds() -> None:
-    flow = make_flow(group="C4", data_shape=[2], width=4, depth=2, lipschitz_coeff=0.9)
+    flow = make_flow(
+        family="residual", group="C4", data_shape=[2], width=4, depth=2, lipschitz_coeff=0.9
+    )
     block = residual_blocks(flow)[0]
     generator = torch.Generator().manual_seed(0)
     # Items near the origin need few iterations; far ones many.
@@ -40,7 +42,9 @@ def test_each_item_stops_at_its_own_tolerance_and_its_bound_holds() -> None:
 
 
 def test_the_iteration_budget_follows_from_the_lipschitz_bound() -> None:
-    flow = make_flow(group="C4", data_shape=[2], width=4, depth=2, lipschitz_coeff=0.9)
+    flow = make_flow(
+        family="residual", group="C4", data_shape=[2], width=4, depth=2, lipschitz_coeff=0.9
+    )
     block = residual_blocks(flow)[0]
     first_step = torch.tensor([1.0, 1e-3], dtype=torch.float64)
     tolerance = torch.tensor([1e-8, 1e-8], dtype=torch.float64)
@@ -52,7 +56,9 @@ def test_the_iteration_budget_follows_from_the_lipschitz_bound() -> None:
 
 
 def test_the_report_gives_each_samples_bound() -> None:
-    flow = make_flow(group="C4", data_shape=[2], width=4, depth=2, lipschitz_coeff=0.9)
+    flow = make_flow(
+        family="residual", group="C4", data_shape=[2], width=4, depth=2, lipschitz_coeff=0.9
+    )
     z = torch.randn(5, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     _, report = flow.inverse_with_info(z)
     bounds = report.item_error_bounds
