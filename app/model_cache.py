@@ -46,6 +46,12 @@ class ModelCache:
         self._loading: dict[str, threading.Lock] = {}
         self._hits = self._misses = self._loads = self._load_failures = 0
 
+    def count_hit(self) -> None:
+        """Counts a model served from memory through a cache in front of this one
+        (``app.resolution.ResolutionCache``), so the hit figures cover every request."""
+        with self._lock:
+            self._hits += 1
+
     def get(self, checkpoint_id: str, load_blob: Callable[[], bytes]) -> LoadedModel:
         """The loaded model of ``checkpoint_id``; ``load_blob`` is called on a miss only."""
         with self._lock:

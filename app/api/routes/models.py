@@ -203,6 +203,8 @@ async def _resolve_cached(request: Request, owner: str, model_id: str) -> Resolv
     if model is None:
         model = await run_in_threadpool(_resolve_in_session, request, owner, model_id)
         resolutions.remember(owner, model_id, model.job.state, model)
+    else:
+        request.app.state.model_cache.count_hit()
     return model
 
 
