@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.api.text import check_name
 from app.db.base import utcnow
-from app.db.models import Checkpoint, Dataset, Job, Metric
+from app.db.models import RUNNING, Checkpoint, Dataset, Job, JobState, Metric
 from flows import FlowConfig, TrainConfig
 from flows.data.builtin import BUILTIN_DATASETS
 
@@ -148,7 +148,7 @@ JOB_EXAMPLES = {
 class JobOut(BaseModel):
     id: str
     dataset_id: str | None
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: JobState
     step: int
     total_steps: int
     progress: float = Field(description="Percent of steps done, 0 to 100.")
@@ -194,7 +194,7 @@ class JobOut(BaseModel):
             eta_seconds=_eta_seconds(row),
             steps_per_second=_running_speed(row),
             examples_per_second=_examples_per_second(row),
-            live_loss=row.live_loss if row.state == "running" else None,
+            live_loss=row.live_loss if row.state == RUNNING else None,
             attempts=row.attempts,
             cancel_requested=row.cancel_requested,
             error=row.error,
@@ -211,7 +211,7 @@ class JobOut(BaseModel):
 
 def _running_speed(row: Job) -> float | None:
     """The worker's smoothed steps/s, only while the job runs (None before the first rate)."""
-    if row.state != "running" or not row.steps_per_second or row.steps_per_second <= 0:
+    if row.state != RUNNING or not row.steps_per_second or row.steps_per_second <= 0:
         return None
     return round(row.steps_per_second, 4)
 
@@ -225,7 +225,7 @@ def _examples_per_second(row: Job) -> float | None:
 
 
 def _eta_seconds(row: Job) -> float | None:
-    if row.state != "running" or row.attempt_started_at is None:
+    if row.state != RUNNING or row.attempt_started_at is None:
         return None
     left = max(row.total_steps - row.step, 0)
     speed = _running_speed(row)
@@ -263,7 +263,7 @@ class MetricsOut(BaseModel):
 class ModelOut(BaseModel):
     id: str = Field(description="The model's id: the id of the job that trained it.")
     job_id: str
-    job_state: str
+    job_state: JobState
     checkpoint_id: str
     step: int
     final: bool = Field(description="True when training finished; else the newest checkpoint.")

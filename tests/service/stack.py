@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.db.api_keys import create_api_key
+from app.db.models import SUCCEEDED, TERMINAL_JOB_STATES, JobState
 from app.db.session import session_scope
 from app.settings import Settings
 
@@ -111,7 +112,7 @@ class Stack:
     def wait_for_job(
         self,
         job_id: str,
-        states: tuple[str, ...] = ("succeeded",),
+        states: tuple[JobState, ...] = (SUCCEEDED,),
         timeout_s: float = JOB_TIMEOUT_S,
     ) -> dict[str, Any]:
         """Polls ``GET /v1/jobs/{id}`` until the job is in one of ``states``."""
@@ -121,7 +122,7 @@ class Stack:
             job = self.client.get(f"/v1/jobs/{job_id}").json()
             if job["state"] in states:
                 return job
-            if job["state"] in ("succeeded", "failed", "cancelled"):
+            if job["state"] in TERMINAL_JOB_STATES:
                 break
             time.sleep(0.25)
         pytest.fail(

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from app.__main__ import build_parser
 from app.db.api_keys import revoke_api_key
 from app.db.base import new_id
-from app.db.models import ApiKey, Checkpoint, Dataset, Job
+from app.db.models import TERMINAL_JOB_STATES, ApiKey, Checkpoint, Dataset, Job
 from app.db.session import session_scope
 from app.settings import Settings
 from tests.service.payloads import POINTS_FLOW, Trained, submit_job
@@ -282,7 +282,7 @@ def _wait_for_end(client: TestClient, job_id: str, timeout_s: float = 120.0) -> 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
+        if job["state"] in TERMINAL_JOB_STATES:
             return job
         time.sleep(0.25)
     pytest.fail(f"job {job_id} still {job['state']} after {timeout_s} s")

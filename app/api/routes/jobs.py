@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
@@ -22,7 +22,7 @@ from app.api.schemas import (
 )
 from app.broker import enqueue_training
 from app.db import crud, lifecycle
-from app.db.models import Job
+from app.db.models import Job, JobState
 from app.limits import check_storage_quota, job_limit_errors
 from flows.config import check_data_compatible
 
@@ -105,7 +105,7 @@ def list_jobs(
     session: SessionDep,
     settings: SettingsDep,
     owner: OwnerDep,
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+    state: JobState | None = None,
     dataset_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=LARGEST_SQL_INTEGER)] = 0,
