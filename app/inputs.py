@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from app.settings import Settings
-from flows.data import DataError, DataKind, Dataset, read_dataset_file
+from flows.data import IMAGES, DataError, DataKind, Dataset, read_dataset_file
 
 
 def read_upload(
@@ -51,7 +51,7 @@ def png_batch(files: list[tuple[str, bytes]], settings: Settings) -> np.ndarray:
         for index, (_, content) in enumerate(files):
             writer.writestr(f"{index:06d}.png", content)
     try:
-        dataset = read_upload(archive.getvalue(), "files.zip", settings, kind="images")
+        dataset = read_upload(archive.getvalue(), "files.zip", settings, kind=IMAGES)
     except DataError as error:
         names = ", ".join(repr(name) for name, _ in files[:5])
         message = str(error).replace("of 'files.zip'", "")

@@ -12,6 +12,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from flows.data.dataset import IMAGES, POINTS, DataKind
+
 FINITE_GROUP_PATTERN = re.compile(r"^(C|D)([1-9][0-9]*)$")
 BlockKind = Literal["residual", "coupling", "iaf", "linear"]
 Family = Literal["residual", "coupling", "iaf", "linear", "mixed", "polar"]
@@ -393,6 +395,11 @@ class FlowConfig(BaseModel):
         return len(self.data_shape) == 1
 
     @property
+    def data_kind(self) -> DataKind:
+        """The kind of data this flow models: ``points`` for a ``(D,)`` shape, else ``images``."""
+        return POINTS if self.is_points else IMAGES
+
+    @property
     def dim(self) -> int:
         size = 1
         for extent in self.data_shape:
@@ -455,7 +462,7 @@ class TrainConfig(BaseModel):
 
 
 def check_data_compatible(
-    config: FlowConfig, kind: str, shape: tuple[int, ...] | list[int]
+    config: FlowConfig, kind: DataKind, shape: tuple[int, ...] | list[int]
 ) -> None:
     """Checks that a flow configured by ``config`` can model a data set of ``kind`` and ``shape``.
 
@@ -467,9 +474,8 @@ def check_data_compatible(
         raise ValueError(
             f"flow.data_shape {config.data_shape} does not match the data set's item shape {shape}"
         )
-    expected_kind = "points" if config.is_points else "images"
-    if kind != expected_kind:
+    if kind != config.data_kind:
         raise ValueError(
-            f"flow.data_shape {config.data_shape} describes {expected_kind}, but the data set "
+            f"flow.data_shape {config.data_shape} describes {config.data_kind}, but the data set "
             f"holds {kind}"
         )

@@ -12,6 +12,7 @@ from app.db.base import utcnow
 from app.db.models import RUNNING, Checkpoint, Dataset, Job, JobState, Metric
 from flows import FlowConfig, TrainConfig
 from flows.data.builtin import BUILTIN_DATASETS
+from flows.data.dataset import DataKind
 
 # The largest value a query may bind to an SQL INTEGER (steps) or use as an OFFSET; larger ones
 # overflow in PostgreSQL, so they are refused as a 422 first.
@@ -46,7 +47,7 @@ class ReadyOut(BaseModel):
 class DatasetOut(BaseModel):
     id: str
     name: str
-    kind: Literal["images", "points"]
+    kind: DataKind
     shape: list[int] = Field(description="Shape of one item: [D] or [C, H, W].")
     count: int
     dtype: str
@@ -267,7 +268,7 @@ class ModelOut(BaseModel):
     checkpoint_id: str
     step: int
     final: bool = Field(description="True when training finished; else the newest checkpoint.")
-    kind: Literal["images", "points"]
+    kind: DataKind
     data_shape: list[int]
     flow: FlowConfig
     training: TrainConfig | None
@@ -292,7 +293,7 @@ class ModelOut(BaseModel):
             checkpoint_id=checkpoint.id,
             step=checkpoint.step,
             final=checkpoint.final,
-            kind="points" if flow.is_points else "images",
+            kind=flow.data_kind,
             data_shape=list(flow.data_shape),
             flow=flow,
             training=training,
@@ -385,7 +386,7 @@ class SamplesOut(BaseModel):
     n: int
     seed: int
     temperature: float
-    kind: Literal["images", "points"]
+    kind: DataKind
     shape: list[int] = Field(description="Shape of the whole array.")
     dtype: str
     samples: list[Any]
