@@ -13,6 +13,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flows.data.dataset import IMAGES, POINTS, DataKind
+from flows.errors import InputError
 
 FINITE_GROUP_PATTERN = re.compile(r"^(C|D)([1-9][0-9]*)$")
 BlockKind = Literal["residual", "coupling", "iaf", "linear"]
@@ -467,15 +468,19 @@ def check_data_compatible(
     """Checks that a flow configured by ``config`` can model a data set of ``kind`` and ``shape``.
 
     Raises:
-        ValueError: naming the field, e.g. ``flow.data_shape [1, 8, 8] does not match ...``.
+        InputError: with ``field`` ``flow.data_shape``, e.g. ``flow.data_shape [1, 8, 8] does
+            not match ...``.
     """
     shape = list(shape)
     if config.data_shape != shape:
-        raise ValueError(
-            f"flow.data_shape {config.data_shape} does not match the data set's item shape {shape}"
+        raise InputError(
+            f"flow.data_shape {config.data_shape} does not match the data set's item shape "
+            f"{shape}",
+            "flow.data_shape",
         )
     if kind != config.data_kind:
-        raise ValueError(
+        raise InputError(
             f"flow.data_shape {config.data_shape} describes {config.data_kind}, but the data set "
-            f"holds {kind}"
+            f"holds {kind}",
+            "flow.data_shape",
         )

@@ -14,6 +14,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from flows.data.errors import DataError
+
 __all__ = [
     "DATA_KINDS",
     "IMAGES",
@@ -38,10 +40,6 @@ MAX_POINT_MAGNITUDE = 1e6
 MIN_IMAGE_SIDE = 2
 MAX_IMAGE_SIDE = 256
 MAX_IMAGE_CHANNELS = 4
-
-
-class DataError(ValueError):
-    """A dataset (file, array or request) is malformed; the message names what and where."""
 
 
 @dataclass(frozen=True, eq=False)
