@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.schemas import ErrorItem, ErrorOut
 from app.db.crud import ConflictError
+from app.limits import LimitExceeded, Violation
 from flows.errors import FlowError
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,14 @@ def error_response(status_code: int, message: str, field: str | None = None) -> 
     return JSONResponse(status_code=status_code, content=body.model_dump())
 
 
+def violations_response(violations: Sequence[Violation], status_code: int = 422) -> JSONResponse:
+    """Every violation in ``errors``; the first one is the headline ``message`` and ``field``."""
+    items = [ErrorItem(field=item.field, message=item.message) for item in violations]
+    first = items[0]
+    body = ErrorOut(message=first.message, field=first.field, errors=items)
+    return JSONResponse(status_code=status_code, content=body.model_dump())
+
+
 class PydanticBodyError(Exception):
     """A pydantic error raised while validating a body parsed by hand (under ``prefix``)."""
 
@@ -122,6 +131,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status_code, exc.message, exc.field)
+
+    @app.exception_handler(LimitExceeded)
+    async def _limits(_: Request, exc: LimitExceeded) -> JSONResponse:
+        return violations_response(exc.violations, exc.status_code)
 
     @app.exception_handler(FlowError)
     async def _library(_: Request, exc: FlowError) -> JSONResponse:

@@ -22,7 +22,7 @@ from app.api.schemas import (
 from app.broker import enqueue_training
 from app.db import crud, lifecycle
 from app.db.models import Job, JobState
-from app.limits import check_storage_quota, job_limit_errors
+from app.limits import LimitExceeded, check_storage_quota, job_limit_errors
 from flows.config import check_data_compatible
 
 logger = logging.getLogger(__name__)
@@ -65,10 +65,9 @@ def submit_job(
     (`EFNF_MAX_STEPS`, `EFNF_MAX_BATCH_SIZE`, ...) and estimates of the run's memory and work.
     The answer is the queued job; poll `GET /v1/jobs/{job_id}` for its progress.
     """
-    limit_errors = job_limit_errors(body.flow, body.training, settings)
-    if limit_errors:
-        first = limit_errors[0]
-        raise ApiError(422, first.message, first.field)
+    violations = job_limit_errors(body.flow, body.training, settings)
+    if violations:
+        raise LimitExceeded(violations)
     _validate_against_dataset(session, owner, body)
     # Checkpoints count towards the quota: no new job for a tenant already at it.
     check_storage_quota(
