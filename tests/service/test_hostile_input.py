@@ -20,7 +20,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -361,17 +361,42 @@ BUILTINS: list[tuple[str, Any, int, str, str]] = [
     ("name-missing", {}, 422, "name", "Field required"),
 ]
 
-# Job configs: (id, data set kind, flow overrides, training, status, field, fragment).
-JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
-    ("steps", "points", {}, {"steps": 300_000}, 422, "training.steps", "EFNF_MAX_STEPS"),
-    ("batch", "points", {}, {"batch_size": 5000}, 422, "training.batch_size", "EFNF_MAX_BATCH"),
-    ("width", "points", {"width": 300}, {}, 422, "flow.width", "EFNF_MAX_WIDTH"),
-    ("width-schema", "points", {"width": 10**6}, {}, 422, "flow.width", "less than or equal"),
-    ("depth-schema", "points", {"depth": 65}, {}, 422, "flow.depth", "less than or equal to 64"),
-    ("hidden-layers", "points", {"hidden_layers": 6}, {}, 422, "flow.hidden_layers", "_LAYERS"),
-    ("kernel", "images", {"kernel_size": 9}, {}, 422, "flow.kernel_size", "MAX_KERNEL_SIZE"),
-    ("exact-dim", "images", {"exact_max_dim": 4096}, {}, 422, "flow.exact_max_dim", "EXACT_DIM"),
-    (
+
+class JobCase(NamedTuple):
+    """A job body that is refused: the data set ``kind`` it is for, the overrides of that kind's
+    flow and the training config, and the answer (``status``, ``field``, message ``fragment``)."""
+
+    id: str
+    kind: str
+    flow: dict[str, Any]
+    training: dict[str, Any]
+    status: int
+    field: str
+    fragment: str
+
+
+JOBS: list[JobCase] = [
+    JobCase("steps", "points", {}, {"steps": 300_000}, 422, "training.steps", "EFNF_MAX_STEPS"),
+    JobCase(
+        "batch", "points", {}, {"batch_size": 5000}, 422, "training.batch_size", "EFNF_MAX_BATCH"
+    ),
+    JobCase("width", "points", {"width": 300}, {}, 422, "flow.width", "EFNF_MAX_WIDTH"),
+    JobCase(
+        "width-schema", "points", {"width": 10**6}, {}, 422, "flow.width", "less than or equal"
+    ),
+    JobCase(
+        "depth-schema", "points", {"depth": 65}, {}, 422, "flow.depth", "less than or equal to 64"
+    ),
+    JobCase(
+        "hidden-layers", "points", {"hidden_layers": 6}, {}, 422, "flow.hidden_layers", "_LAYERS"
+    ),
+    JobCase(
+        "kernel", "images", {"kernel_size": 9}, {}, 422, "flow.kernel_size", "MAX_KERNEL_SIZE"
+    ),
+    JobCase(
+        "exact-dim", "images", {"exact_max_dim": 4096}, {}, 422, "flow.exact_max_dim", "EXACT_DIM"
+    ),
+    JobCase(
         "probes",
         "points",
         {"estimator": {"eval_probes": 512}},
@@ -380,7 +405,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "flow.estimator.eval_probes",
         "EFNF_MAX_EVAL_PROBES",
     ),
-    (
+    JobCase(
         "inverse-iterations",
         "points",
         {"inverse_max_iter": 50_000},
@@ -389,7 +414,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "flow.inverse_max_iter",
         "EFNF_MAX_INVERSE_ITERATIONS",
     ),
-    (
+    JobCase(
         "metric-every-step",
         "points",
         {},
@@ -398,7 +423,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.metric_interval",
         "EFNF_MAX_METRIC_POINTS",
     ),
-    (
+    JobCase(
         "checkpoint-every-step",
         "points",
         {},
@@ -407,7 +432,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.checkpoint_interval",
         "EFNF_MAX_CHECKPOINT_WRITES",
     ),
-    (
+    JobCase(
         "auto-training-of-points-above-exact-dim",
         "points",
         {"exact_max_dim": 1},
@@ -416,7 +441,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.logdet",
         "'auto' trains with the exact log-det here, which needs a 2x2 Jacobian",
     ),
-    (
+    JobCase(
         "exact-training-above-exact-dim",
         "images",
         {"exact_max_dim": 16},
@@ -425,7 +450,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.logdet",
         "64x64 Jacobian",
     ),
-    (
+    JobCase(
         "weights",
         "images",
         {"group": "D16", "width": 256, "depth": 64, "kernel_size": 7},
@@ -434,7 +459,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "flow",
         "EFNF_MAX_WEIGHTS",
     ),
-    (
+    JobCase(
         "step-activations",
         "images",
         {"width": 128, "depth": 8},
@@ -443,7 +468,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.batch_size",
         "EFNF_MAX_STEP_ACTIVATIONS",
     ),
-    (
+    JobCase(
         "residual-heavy-step-memory",
         "images",
         {"family": "mixed", "blocks": ["residual"] * 8, "depth": 64, "width": 64},
@@ -452,7 +477,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.batch_size",
         "EFNF_MAX_JOB_MEMORY_BYTES",
     ),
-    (
+    JobCase(
         "training-work",
         "images",
         {"width": 64, "depth": 32},
@@ -461,11 +486,13 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.steps",
         "EFNF_MAX_TRAINING_WORK",
     ),
-    ("width-text", "points", {"width": "wide"}, {}, 422, "flow.width", "valid integer"),
-    ("width-float", "points", {"width": 2.5}, {}, 422, "flow.width", "integer"),
-    ("width-negative", "points", {"width": -1}, {}, 422, "flow.width", "greater than or equal"),
-    ("steps-null", "points", {}, {"steps": None}, 422, "training.steps", "integer"),
-    (
+    JobCase("width-text", "points", {"width": "wide"}, {}, 422, "flow.width", "valid integer"),
+    JobCase("width-float", "points", {"width": 2.5}, {}, 422, "flow.width", "integer"),
+    JobCase(
+        "width-negative", "points", {"width": -1}, {}, 422, "flow.width", "greater than or equal"
+    ),
+    JobCase("steps-null", "points", {}, {"steps": None}, 422, "training.steps", "integer"),
+    JobCase(
         "lr-nan",
         "points",
         {},
@@ -474,11 +501,15 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.learning_rate",
         "finite number",
     ),
-    ("cuda-without-gpu", "points", {}, {"device": "cuda"}, 422, "training.device", "CUDA"),
-    ("rank-2-shape", "points", {"data_shape": [8, 8]}, {}, 422, "flow.data_shape", "rank 2"),
-    ("group-17", "points", {"group": "C17"}, {}, 422, "flow.group", "at most 16"),
-    ("unknown-field", "points", {"colour": "red"}, {}, 422, "flow.colour", "Extra inputs"),
-    ("wrong-shape", "points", {"data_shape": [3]}, {}, 422, "flow", "acts on 2-D points only"),
+    JobCase("cuda-without-gpu", "points", {}, {"device": "cuda"}, 422, "training.device", "CUDA"),
+    JobCase(
+        "rank-2-shape", "points", {"data_shape": [8, 8]}, {}, 422, "flow.data_shape", "rank 2"
+    ),
+    JobCase("group-17", "points", {"group": "C17"}, {}, 422, "flow.group", "at most 16"),
+    JobCase("unknown-field", "points", {"colour": "red"}, {}, 422, "flow.colour", "Extra inputs"),
+    JobCase(
+        "wrong-shape", "points", {"data_shape": [3]}, {}, 422, "flow", "acts on 2-D points only"
+    ),
 ]
 
 # Raw job bodies: (id, content, status, field, fragment).
@@ -917,25 +948,14 @@ def test_bad_builtin_data_set(
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
-@pytest.mark.parametrize(
-    ("kind", "flow", "training", "status", "field", "fragment"),
-    [c[1:] for c in JOBS],
-    ids=_ids(JOBS),
-)
-def test_bad_job(
-    stack: Stack,
-    trained: Trained,
-    kind: str,
-    flow: dict[str, Any],
-    training: dict[str, Any],
-    status: int,
-    field: str,
-    fragment: str,
-) -> None:
-    dataset = trained.points_dataset if kind == "points" else trained.image_dataset
-    base_flow = POINTS_FLOW if kind == "points" else IMAGE_FLOW
-    body = {"dataset_id": dataset["id"], "flow": {**base_flow, **flow}, "training": training}
-    assert_refused(stack.client.post("/v1/jobs", json=body), status, field, fragment)
+@pytest.mark.parametrize("case", JOBS, ids=_ids(JOBS))
+def test_bad_job(stack: Stack, trained: Trained, case: JobCase) -> None:
+    dataset = trained.points_dataset if case.kind == "points" else trained.image_dataset
+    base_flow = POINTS_FLOW if case.kind == "points" else IMAGE_FLOW
+    flow = {**base_flow, **case.flow}
+    body = {"dataset_id": dataset["id"], "flow": flow, "training": case.training}
+    response = stack.client.post("/v1/jobs", json=body)
+    assert_refused(response, case.status, case.field, case.fragment)
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
