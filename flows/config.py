@@ -6,14 +6,24 @@ builds from them; invalid combinations are rejected here with a message naming t
 
 from __future__ import annotations
 
+import logging
 import math
 import re
-from typing import Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from flows.data.dataset import IMAGES, POINTS, DataKind
 from flows.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 FINITE_GROUP_PATTERN = re.compile(r"^(C|D)([1-9][0-9]*)$")
 BlockKind = Literal["residual", "coupling", "iaf", "linear"]
@@ -460,6 +470,37 @@ class TrainConfig(BaseModel):
         if value is not None:
             parse_group(value)
         return value
+
+
+StoredModel = TypeVar("StoredModel", bound=BaseModel)
+
+
+def read_stored(model: type[StoredModel], stored: dict[str, Any]) -> StoredModel:
+    """A config read back from storage (a job row): validated when it still is, else as stored.
+
+    Validators only tighten over time, but stored configs outlive them: a config accepted when
+    its job was submitted must still read, or listing old jobs would fail. Keys that a newer
+    schema renamed or dropped are upgraded by the model's own ``mode="before"`` validators (see
+    ``TrainConfig._drop_legacy_keys``); a config that still fails validation is built as stored
+    (``model_construct``, nested configs alike), with the defaults of fields added since, and the
+    failure logged. New input is always validated in full.
+    """
+    try:
+        return model.model_validate(stored)
+    except ValidationError as error:
+        logger.warning(
+            "a stored %s no longer validates (%d errors); read as stored: %s",
+            model.__name__,
+            error.error_count(),
+            error.errors(include_url=False, include_input=False),
+        )
+    values = dict(stored)
+    for name, field in model.model_fields.items():
+        nested = field.annotation
+        is_config = isinstance(nested, type) and issubclass(nested, BaseModel)
+        if is_config and isinstance(values.get(name), dict):
+            values[name] = read_stored(nested, values[name])
+    return model.model_construct(**values)
 
 
 def check_data_compatible(

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.api.text import check_name
 from app.db.base import utcnow
 from app.db.models import RUNNING, Checkpoint, Dataset, Job, JobState, Metric
 from flows import FlowConfig, TrainConfig
+from flows.config import read_stored
 from flows.data.builtin import BUILTIN_DATASETS
 from flows.data.dataset import DataKind
 
@@ -185,7 +186,7 @@ class JobOut(BaseModel):
 
     @classmethod
     def from_row(cls, row: Job) -> JobOut:
-        return cls(
+        values = dict(
             id=row.id,
             dataset_id=row.dataset_id,
             state=row.state,
@@ -200,14 +201,20 @@ class JobOut(BaseModel):
             cancel_requested=row.cancel_requested,
             error=row.error,
             latest_metrics=row.latest_metrics,
-            flow=FlowConfig.model_validate(row.flow_config),
-            training=TrainConfig.model_validate(row.train_config),
+            flow=read_stored(FlowConfig, row.flow_config),
+            training=read_stored(TrainConfig, row.train_config),
             worker=row.worker,
             created_at=row.created_at,
             started_at=row.started_at,
             heartbeat_at=row.heartbeat_at,
             finished_at=row.finished_at,
         )
+        try:
+            return cls(**values)
+        except ValidationError:
+            # A config stored under an older schema that today's validators refuse (read_stored
+            # logged which): the row still reads, as stored.
+            return cls.model_construct(**values)
 
 
 def _running_speed(row: Job) -> float | None:
