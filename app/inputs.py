@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from app.settings import Settings
-from flows.data import DataError, DataKind, Dataset, read_dataset_file
+from flows.data import IMAGES, DataError, DataKind, Dataset, read_dataset_file
 
 
 def read_upload(
@@ -38,9 +38,11 @@ def json_batch(inputs: list[Any]) -> np.ndarray:
     try:
         array = np.asarray(inputs)
     except ValueError as error:
-        raise DataError(f"inputs is ragged: every item must have one shape ({error})") from error
+        raise DataError(
+            f"inputs is ragged: every item must have one shape ({error})", "inputs"
+        ) from error
     if array.dtype.kind not in "iuf":
-        raise DataError("inputs must be nested lists of numbers, one list per item")
+        raise DataError("inputs must be nested lists of numbers, one list per item", "inputs")
     return array
 
 
@@ -51,9 +53,12 @@ def png_batch(files: list[tuple[str, bytes]], settings: Settings) -> np.ndarray:
         for index, (_, content) in enumerate(files):
             writer.writestr(f"{index:06d}.png", content)
     try:
-        dataset = read_upload(archive.getvalue(), "files.zip", settings, kind="images")
+        dataset = read_upload(archive.getvalue(), "files.zip", settings, kind=IMAGES)
     except DataError as error:
         names = ", ".join(repr(name) for name, _ in files[:5])
+        # The reader names the archive built here, which the client never sent.
         message = str(error).replace("of 'files.zip'", "")
-        raise DataError(f"files ({names}{', ...' if len(files) > 5 else ''}): {message}") from None
+        raise DataError(
+            f"files ({names}{', ...' if len(files) > 5 else ''}): {message}", "files"
+        ) from None
     return dataset.array

@@ -30,7 +30,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.broker import BrokerProbe, BrokerUnavailable
-from app.db.models import JOB_STATES, Job
+from app.db.models import JOB_STATES, RUNNING, Job
 from app.db.session import session_factory
 from app.model_cache import ModelCache
 from app.settings import Settings
@@ -146,7 +146,7 @@ class DatabaseCollector(Collector):
             counts = {state: count for state, count in session.execute(by_state)}
             running = session.execute(
                 select(Job.id, Job.step, Job.steps_per_second, Job.train_config).where(
-                    Job.state == "running"
+                    Job.state == RUNNING
                 )
             ).all()
         for state in JOB_STATES:

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw
 
-from flows.data import grid_png
+from flows.data import IMAGES, DataKind, grid_png
 
 PREVIEW_IMAGES = 64
 PREVIEW_POINTS = 4096
@@ -39,8 +39,8 @@ def scatter_png(points: np.ndarray, size: int = CANVAS) -> bytes:
     return buffer.getvalue()
 
 
-def preview_png(array: np.ndarray, kind: str) -> bytes:
+def preview_png(array: np.ndarray, kind: DataKind) -> bytes:
     """A picture of a data set or of samples: images as a grid, points as a scatter plot."""
-    if kind == "images":
+    if kind == IMAGES:
         return grid_png(array[:PREVIEW_IMAGES])
     return scatter_png(array)

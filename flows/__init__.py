@@ -7,14 +7,16 @@ lp = flow.log_prob(x, method="exact")
 
 from flows.build import build_flow
 from flows.config import FlowConfig, LogDetEstimatorConfig, TrainConfig
-from flows.errors import FlowError, InverseNotConverged, TrainingDiverged
+from flows.errors import DataError, FlowError, InputError, InverseNotConverged, TrainingDiverged
 from flows.flow import Flow, InverseReport
 from flows.training import TrainCallbacks, TrainResult, train
 
 __all__ = [
+    "DataError",
     "Flow",
     "FlowConfig",
     "FlowError",
+    "InputError",
     "InverseNotConverged",
     "InverseReport",
     "LogDetEstimatorConfig",

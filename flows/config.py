@@ -6,11 +6,24 @@ builds from them; invalid combinations are rejected here with a message naming t
 
 from __future__ import annotations
 
+import logging
 import math
 import re
-from typing import Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from flows.data.dataset import IMAGES, POINTS, DataKind
+from flows.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 FINITE_GROUP_PATTERN = re.compile(r"^(C|D)([1-9][0-9]*)$")
 BlockKind = Literal["residual", "coupling", "iaf", "linear", "nsf", "spline"]
@@ -448,6 +461,11 @@ class FlowConfig(BaseModel):
         return len(self.data_shape) == 1
 
     @property
+    def data_kind(self) -> DataKind:
+        """The kind of data this flow models: ``points`` for a ``(D,)`` shape, else ``images``."""
+        return POINTS if self.is_points else IMAGES
+
+    @property
     def dim(self) -> int:
         size = 1
         for extent in self.data_shape:
@@ -513,22 +531,56 @@ class TrainConfig(BaseModel):
         return value
 
 
+StoredModel = TypeVar("StoredModel", bound=BaseModel)
+
+
+def read_stored(model: type[StoredModel], stored: dict[str, Any]) -> StoredModel:
+    """A config read back from storage (a job row): validated when it still is, else as stored.
+
+    Validators only tighten over time, but stored configs outlive them: a config accepted when
+    its job was submitted must still read, or listing old jobs would fail. Keys that a newer
+    schema renamed or dropped are upgraded by the model's own ``mode="before"`` validators (see
+    ``TrainConfig._drop_legacy_keys``); a config that still fails validation is built as stored
+    (``model_construct``, nested configs alike), with the defaults of fields added since, and the
+    failure logged. New input is always validated in full.
+    """
+    try:
+        return model.model_validate(stored)
+    except ValidationError as error:
+        logger.warning(
+            "a stored %s no longer validates (%d errors); read as stored: %s",
+            model.__name__,
+            error.error_count(),
+            error.errors(include_url=False, include_input=False),
+        )
+    values = dict(stored)
+    for name, field in model.model_fields.items():
+        nested = field.annotation
+        is_config = isinstance(nested, type) and issubclass(nested, BaseModel)
+        if is_config and isinstance(values.get(name), dict):
+            values[name] = read_stored(nested, values[name])
+    return model.model_construct(**values)
+
+
 def check_data_compatible(
-    config: FlowConfig, kind: str, shape: tuple[int, ...] | list[int]
+    config: FlowConfig, kind: DataKind, shape: tuple[int, ...] | list[int]
 ) -> None:
     """Checks that a flow configured by ``config`` can model a data set of ``kind`` and ``shape``.
 
     Raises:
-        ValueError: naming the field, e.g. ``flow.data_shape [1, 8, 8] does not match ...``.
+        InputError: with ``field`` ``flow.data_shape``, e.g. ``flow.data_shape [1, 8, 8] does
+            not match ...``.
     """
     shape = list(shape)
     if config.data_shape != shape:
-        raise ValueError(
-            f"flow.data_shape {config.data_shape} does not match the data set's item shape {shape}"
+        raise InputError(
+            f"flow.data_shape {config.data_shape} does not match the data set's item shape "
+            f"{shape}",
+            "flow.data_shape",
         )
-    expected_kind = "points" if config.is_points else "images"
-    if kind != expected_kind:
-        raise ValueError(
-            f"flow.data_shape {config.data_shape} describes {expected_kind}, but the data set "
-            f"holds {kind}"
+    if kind != config.data_kind:
+        raise InputError(
+            f"flow.data_shape {config.data_shape} describes {config.data_kind}, but the data set "
+            f"holds {kind}",
+            "flow.data_shape",
         )

@@ -1,12 +1,19 @@
-"""Errors the library raises on purpose, each with a message a user can act on."""
+r"""Errors the library raises on purpose, each with a message a user can act on.
+
+One hierarchy: :class:`FlowError` at the root, carrying the offending ``field`` as data where one
+is known (a dotted config path such as ``flow.data_shape``, or an input such as ``inputs``), so a
+caller (the service maps these to 4xx in ``app/api/errors.py``) never parses it out of the text.
+:class:`InputError` (and :class:`DataError`, for data sets and inputs) are also ``ValueError``\ s:
+bad input, not a failure of the library.
+"""
 
 from __future__ import annotations
 
-__all__ = ["FlowError", "InverseNotConverged", "TrainingDiverged"]
+# The root classes are defined in flows.data, the library's bottom layer, which imports nothing
+# from the rest of flows (tests/test_data.py); this module is their public home.
+from flows.data.errors import DataError, FlowError, InputError
 
-
-class FlowError(Exception):
-    """Base class of the library's own errors."""
+__all__ = ["DataError", "FlowError", "InputError", "InverseNotConverged", "TrainingDiverged"]
 
 
 class InverseNotConverged(FlowError):

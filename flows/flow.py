@@ -133,7 +133,9 @@ class Flow(torch.nn.Module):
             logdet = logdet + layer_logdet
         return x, logdet
 
-    def _context(self, method: LogDetMethod, n_probes: int, generator) -> LogDetContext:
+    def _context(
+        self, method: LogDetMethod, n_probes: int, generator: torch.Generator | None
+    ) -> LogDetContext:
         estimator = self.config.estimator
         return LogDetContext(
             method=self.resolve_method(method),

@@ -98,7 +98,11 @@ def exact_residual_logdet(
 
 
 def _roulette_weights(
-    n_probes: int, n_exact_terms: int, p: float, generator: torch.Generator | None, device
+    n_probes: int,
+    n_exact_terms: int,
+    p: float,
+    generator: torch.Generator | None,
+    device: torch.device,
 ) -> tuple[int, Tensor]:
     """Draws n = n_exact + N per probe; returns max n and w[k-1, probe] = 1{n >= k}/P(n >= k)."""
     uniform = torch.rand(

@@ -15,6 +15,8 @@ block-triangular masks make equivariant autoregressive networks (G-IAF).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -131,11 +133,11 @@ class SteerableLayer(enn.EquivariantModule):
         self._cache = None
         return self
 
-    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> SteerableLayer:
         self._cache = None
         return super()._apply(fn, recurse)
 
-    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         self._cache = None
         super()._load_from_state_dict(*args, **kwargs)
 

@@ -26,7 +26,7 @@ POINT_RESIDUAL_LIPSWISH_BETA = 8.0
 
 def _nonlinearity(
     field_type: enn.FieldType, config: FlowConfig, pointwise: bool, beta: float = 1.0
-):
+) -> enn.EquivariantModule:
     if not pointwise:
         return NormSoftThreshold(field_type)
     if config.activation == "elu":

@@ -869,3 +869,18 @@ def test_read_dataset_file_kind_mismatch(
     with pytest.raises(DataError) as caught:
         read_dataset_file(content, filename, kind=kind)  # type: ignore[arg-type]
     assert message in str(caught.value)
+
+
+def test_library_errors_are_one_hierarchy_that_carries_the_field() -> None:
+    from flows.config import FlowConfig, check_data_compatible
+    from flows.errors import FlowError, InputError, InverseNotConverged
+
+    assert issubclass(DataError, InputError) and issubclass(InputError, FlowError)
+    assert issubclass(DataError, ValueError) and not issubclass(InverseNotConverged, ValueError)
+    config = FlowConfig(family="residual", group="C4", data_shape=[2])
+    mismatches = (("points", (3,), "item shape [3]"), ("images", (2,), "holds images"))
+    for kind, shape, says in mismatches:
+        with pytest.raises(InputError, match=re.escape(says)) as caught:
+            check_data_compatible(config, kind, shape)
+        assert caught.value.field == "flow.data_shape"
+    assert InverseNotConverged(3, 1.0, 0.1).field is None

@@ -6,7 +6,7 @@ from app.db.lifecycle import record_checkpoint, record_metrics
 from app.db.session import session_scope
 from flows import TrainCallbacks
 from worker.db_retry import retry_while_database_unavailable
-from worker.heartbeat import Heartbeat
+from worker.heartbeat import CANCEL_REQUESTED, LOST, Heartbeat
 
 
 class JobCallbacks(TrainCallbacks):
@@ -37,9 +37,9 @@ class JobCallbacks(TrainCallbacks):
             with session_scope(self._database_url) as session:
                 beat = record_metrics(session, self._job_id, self._attempt, step, metrics)
             if not beat.owned:
-                self._heartbeat.request_stop("lost")
+                self._heartbeat.request_stop(LOST)
             elif beat.cancel_requested:
-                self._heartbeat.request_stop("cancelled")
+                self._heartbeat.request_stop(CANCEL_REQUESTED)
 
         retry_while_database_unavailable(
             write, self._patience_s, f"metrics of job {self._job_id} at step {step}"
@@ -61,7 +61,7 @@ class JobCallbacks(TrainCallbacks):
             write, self._patience_s, f"checkpoint of job {self._job_id} at step {step}"
         )
         if not owned:
-            self._heartbeat.request_stop("lost")
+            self._heartbeat.request_stop(LOST)
 
     def on_step(self, step: int, loss: float) -> None:
         self._heartbeat.report_step(step, loss)

@@ -30,8 +30,10 @@ import logging
 import os
 import threading
 import time
+from typing import Literal, get_args
 
 from app.db.lifecycle import Beat, finish_job, heartbeat, read_claim
+from app.db.models import CANCELLED, FAILED, JobState
 from app.db.session import session_scope
 from worker.progress import StepRate, WindowMean
 
@@ -42,6 +44,10 @@ HUNG_EXIT_CODE = 75
 # Exit status of a worker process that ended its attempt from outside the training loop.
 ENDED_EXIT_CODE = 76
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+# Why an attempt stops early: it lost its claim, the job was cancelled, or it ran too long.
+StopReason = Literal["lost", "cancel requested", "timed out"]
+LOST, CANCEL_REQUESTED, TIMED_OUT = get_args(StopReason)
 
 
 def resident_bytes() -> int:
@@ -79,7 +85,7 @@ class Heartbeat(threading.Thread):
         self._loss = WindowMean()
         self._finished = threading.Event()
         self.stop = threading.Event()
-        self.reason: str | None = None
+        self.reason: StopReason | None = None
 
     def mark_progress(self) -> None:
         """Called by the training loop: it is still moving."""
@@ -117,31 +123,31 @@ class Heartbeat(threading.Thread):
             if not beat.owned:
                 if stalled:
                     self._exit_hung_process()
-                self.request_stop("lost")
+                self.request_stop(LOST)
             elif beat.cancel_requested:
-                self.request_stop("cancelled")
+                self.request_stop(CANCEL_REQUESTED)
 
     def _enforce_caps(self) -> None:
         if self._max_memory_bytes is not None:
             resident = resident_bytes()
             if resident > self._max_memory_bytes:
                 self._end_attempt(
-                    "failed",
+                    FAILED,
                     f"the training process used {resident} bytes of memory, above this "
                     f"service's limit {self._max_memory_bytes} (EFNF_MAX_JOB_MEMORY_BYTES); "
                     "use a smaller batch_size, width or depth",
                 )
         elapsed = time.monotonic() - self._attempt_began
         if self._max_seconds is not None and elapsed > self._max_seconds:
-            self.request_stop("timed out")
+            self.request_stop(TIMED_OUT)
         if self._stop_requested_at is None or self._finished.is_set():
             return
         if time.monotonic() - self._stop_requested_at < self._cancel_grace_s:
             return
-        if self.reason == "cancelled":
-            self._end_attempt("cancelled", None)
-        elif self.reason == "timed out":
-            self._end_attempt("failed", self.timeout_message())
+        if self.reason == CANCEL_REQUESTED:
+            self._end_attempt(CANCELLED, None)
+        elif self.reason == TIMED_OUT:
+            self._end_attempt(FAILED, self.timeout_message())
 
     def timeout_message(self) -> str:
         return (
@@ -149,7 +155,7 @@ class Heartbeat(threading.Thread):
             "(EFNF_MAX_JOB_SECONDS); the newest checkpoint is kept"
         )
 
-    def _end_attempt(self, state: str, error: str | None) -> None:
+    def _end_attempt(self, state: JobState, error: str | None) -> None:
         """Records ``state`` for the job (fenced by the attempt) and exits this process: the
         training loop is inside a step that cannot be interrupted from Python."""
         logger.error(
@@ -193,7 +199,7 @@ class Heartbeat(threading.Thread):
         )
         os._exit(HUNG_EXIT_CODE)
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: StopReason) -> None:
         if self.reason is None:
             self.reason = reason
             self._stop_requested_at = time.monotonic()

@@ -20,14 +20,14 @@ from app.db import lifecycle
 from app.db.base import utcnow
 from app.db.blobs import npy_to_array
 from app.db.crud import dataset_array_blob, newest_checkpoint
-from app.db.models import Job
+from app.db.models import CANCELLED, FAILED, SUCCEEDED, Job, JobState
 from app.db.session import session_scope
 from app.settings import Settings, get_settings
 from flows import FlowConfig, TrainConfig, TrainingDiverged, TrainResult, build_flow, train
 from worker.callbacks import JobCallbacks
 from worker.celery_app import celery_app
 from worker.db_retry import is_database_unavailable, retry_while_database_unavailable
-from worker.heartbeat import Heartbeat
+from worker.heartbeat import LOST, TIMED_OUT, Heartbeat, StopReason
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def run_job(settings: Settings, job_id: str, worker: str) -> str:
         return _fail(settings, job_id, attempt, f"{type(error).__name__}: {error}")
     finally:
         heartbeat.finish()
-    error = heartbeat.timeout_message() if heartbeat.reason == "timed out" else None
+    error = heartbeat.timeout_message() if heartbeat.reason == TIMED_OUT else None
     return _record_result(settings, job_id, attempt, result, heartbeat.reason, error)
 
 
@@ -156,10 +156,10 @@ def _kept_checkpoint(settings: Settings, job_id: str) -> str:
 def _fail(settings: Settings, job_id: str, attempt: int, reason: str) -> str:
     def write() -> None:
         with session_scope(settings.database_url) as session:
-            lifecycle.finish_job(session, job_id, attempt, "failed", error=reason)
+            lifecycle.finish_job(session, job_id, attempt, FAILED, error=reason)
 
     retry_while_database_unavailable(write, settings.heartbeat_timeout_s, f"failing job {job_id}")
-    return "failed"
+    return FAILED
 
 
 def _record_result(
@@ -167,16 +167,16 @@ def _record_result(
     job_id: str,
     attempt: int,
     result: TrainResult,
-    stop_reason: str | None,
+    stop_reason: StopReason | None,
     error: str | None = None,
 ) -> str:
     """Records how the attempt ended; ``error`` (a stop for a limit) fails the job."""
-    if result.stopped and stop_reason == "lost":
+    if result.stopped and stop_reason == LOST:
         logger.warning("job %s: attempt %d lost its claim; result discarded", job_id, attempt)
-        return "lost"
-    state = "cancelled" if result.stopped else "succeeded"
+        return LOST
+    state: JobState = CANCELLED if result.stopped else SUCCEEDED
     if result.stopped and error is not None:
-        state = "failed"
+        state = FAILED
 
     def write() -> None:
         with session_scope(settings.database_url) as session:

@@ -1,6 +1,6 @@
-"""Error envelopes: every failure is JSON ``{"message", "field", "errors"}``.
+r"""Error envelopes: every failure is JSON ``{"message", "field", "errors"}``.
 
-Validation errors (pydantic, the library's ``DataError`` and ``ValueError`` from config checks)
+Validation errors (pydantic, and the library's ``FlowError``\ s, which carry their ``field``)
 become 422 with the dotted path of the field; missing rows (and other tenants' rows) 404; state
 conflicts 409. A missing or bad API key is a 401 from ``app.api.auth``.
 """
@@ -19,6 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.schemas import ErrorItem, ErrorOut
 from app.db.crud import ConflictError
+from app.limits import LimitExceeded, Violation
+from flows.errors import FlowError
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +87,14 @@ def error_response(status_code: int, message: str, field: str | None = None) -> 
     return JSONResponse(status_code=status_code, content=body.model_dump())
 
 
+def violations_response(violations: Sequence[Violation], status_code: int = 422) -> JSONResponse:
+    """Every violation in ``errors``; the first one is the headline ``message`` and ``field``."""
+    items = [ErrorItem(field=item.field, message=item.message) for item in violations]
+    first = items[0]
+    body = ErrorOut(message=first.message, field=first.field, errors=items)
+    return JSONResponse(status_code=status_code, content=body.model_dump())
+
+
 class PydanticBodyError(Exception):
     """A pydantic error raised while validating a body parsed by hand (under ``prefix``)."""
 
@@ -121,6 +131,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status_code, exc.message, exc.field)
+
+    @app.exception_handler(LimitExceeded)
+    async def _limits(_: Request, exc: LimitExceeded) -> JSONResponse:
+        return violations_response(exc.violations, exc.status_code)
+
+    @app.exception_handler(FlowError)
+    async def _library(_: Request, exc: FlowError) -> JSONResponse:
+        # The library refuses an input (a config that does not fit the data, a malformed
+        # batch) or a request its model cannot serve: the request's fault, not the server's.
+        return error_response(422, exc.message, exc.field)
 
     @app.exception_handler(ConflictError)
     async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:

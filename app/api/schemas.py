@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.api.text import check_name
 from app.db.base import utcnow
-from app.db.models import Checkpoint, Dataset, Job, Metric
+from app.db.models import RUNNING, Checkpoint, Dataset, Job, JobState, Metric
 from flows import FlowConfig, TrainConfig
+from flows.config import read_stored
 from flows.data.builtin import BUILTIN_DATASETS
+from flows.data.dataset import DataKind
 
 # The largest value a query may bind to an SQL INTEGER (steps) or use as an OFFSET; larger ones
 # overflow in PostgreSQL, so they are refused as a 422 first.
@@ -46,7 +48,7 @@ class ReadyOut(BaseModel):
 class DatasetOut(BaseModel):
     id: str
     name: str
-    kind: Literal["images", "points"]
+    kind: DataKind
     shape: list[int] = Field(description="Shape of one item: [D] or [C, H, W].")
     count: int
     dtype: str
@@ -148,7 +150,7 @@ JOB_EXAMPLES = {
 class JobOut(BaseModel):
     id: str
     dataset_id: str | None
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: JobState
     step: int
     total_steps: int
     progress: float = Field(description="Percent of steps done, 0 to 100.")
@@ -184,7 +186,7 @@ class JobOut(BaseModel):
 
     @classmethod
     def from_row(cls, row: Job) -> JobOut:
-        return cls(
+        values = dict(
             id=row.id,
             dataset_id=row.dataset_id,
             state=row.state,
@@ -194,24 +196,30 @@ class JobOut(BaseModel):
             eta_seconds=_eta_seconds(row),
             steps_per_second=_running_speed(row),
             examples_per_second=_examples_per_second(row),
-            live_loss=row.live_loss if row.state == "running" else None,
+            live_loss=row.live_loss if row.state == RUNNING else None,
             attempts=row.attempts,
             cancel_requested=row.cancel_requested,
             error=row.error,
             latest_metrics=row.latest_metrics,
-            flow=FlowConfig.model_validate(row.flow_config),
-            training=TrainConfig.model_validate(row.train_config),
+            flow=read_stored(FlowConfig, row.flow_config),
+            training=read_stored(TrainConfig, row.train_config),
             worker=row.worker,
             created_at=row.created_at,
             started_at=row.started_at,
             heartbeat_at=row.heartbeat_at,
             finished_at=row.finished_at,
         )
+        try:
+            return cls(**values)
+        except ValidationError:
+            # A config stored under an older schema that today's validators refuse (read_stored
+            # logged which): the row still reads, as stored.
+            return cls.model_construct(**values)
 
 
 def _running_speed(row: Job) -> float | None:
     """The worker's smoothed steps/s, only while the job runs (None before the first rate)."""
-    if row.state != "running" or not row.steps_per_second or row.steps_per_second <= 0:
+    if row.state != RUNNING or not row.steps_per_second or row.steps_per_second <= 0:
         return None
     return round(row.steps_per_second, 4)
 
@@ -225,7 +233,7 @@ def _examples_per_second(row: Job) -> float | None:
 
 
 def _eta_seconds(row: Job) -> float | None:
-    if row.state != "running" or row.attempt_started_at is None:
+    if row.state != RUNNING or row.attempt_started_at is None:
         return None
     left = max(row.total_steps - row.step, 0)
     speed = _running_speed(row)
@@ -263,11 +271,11 @@ class MetricsOut(BaseModel):
 class ModelOut(BaseModel):
     id: str = Field(description="The model's id: the id of the job that trained it.")
     job_id: str
-    job_state: str
+    job_state: JobState
     checkpoint_id: str
     step: int
     final: bool = Field(description="True when training finished; else the newest checkpoint.")
-    kind: Literal["images", "points"]
+    kind: DataKind
     data_shape: list[int]
     flow: FlowConfig
     training: TrainConfig | None
@@ -292,7 +300,7 @@ class ModelOut(BaseModel):
             checkpoint_id=checkpoint.id,
             step=checkpoint.step,
             final=checkpoint.final,
-            kind="points" if flow.is_points else "images",
+            kind=flow.data_kind,
             data_shape=list(flow.data_shape),
             flow=flow,
             training=training,
@@ -399,7 +407,7 @@ class SamplesOut(BaseModel):
     n: int
     seed: int
     temperature: float
-    kind: Literal["images", "points"]
+    kind: DataKind
     shape: list[int] = Field(description="Shape of the whole array.")
     dtype: str
     samples: list[Any]

@@ -11,6 +11,10 @@ from sqlalchemy.orm import Session
 from app.db.base import new_id, utcnow
 from app.db.models import (
     ACTIVE_JOB_STATES,
+    CANCELLED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
     TERMINAL_JOB_STATES,
     Checkpoint,
     Dataset,
@@ -149,7 +153,7 @@ def create_job(
         id=new_id("job"),
         owner=owner,
         dataset_id=dataset_id,
-        state="queued",
+        state=QUEUED,
         flow_config=flow_config,
         train_config=train_config,
         step=0,
@@ -234,14 +238,14 @@ def request_cancel(session: Session, job: Job) -> Job:
     now = utcnow()
     cancelled_queued = session.execute(
         update(Job)
-        .where(Job.id == job.id, Job.state == "queued")
-        .values(state="cancelled", cancel_requested=True, finished_at=now, updated_at=now)
+        .where(Job.id == job.id, Job.state == QUEUED)
+        .values(state=CANCELLED, cancel_requested=True, finished_at=now, updated_at=now)
     ).rowcount
     accepted = (
         cancelled_queued
         or session.execute(
             update(Job)
-            .where(Job.id == job.id, Job.state == "running")
+            .where(Job.id == job.id, Job.state == RUNNING)
             .values(cancel_requested=True, updated_at=now)
         ).rowcount
     )
@@ -285,7 +289,7 @@ def _models_query(owner: str) -> Any:
         select(Job, Checkpoint)
         .join(newest, newest.c.job_id == Job.id)
         .join(Checkpoint, (Checkpoint.job_id == Job.id) & (Checkpoint.step == newest.c.step))
-        .where(Job.owner == owner, Job.state == "succeeded")
+        .where(Job.owner == owner, Job.state == SUCCEEDED)
     )
 
 

@@ -23,7 +23,18 @@ from sqlalchemy.orm import Session
 
 from app.db.base import new_id, utcnow
 from app.db.blobs import clean_metrics
-from app.db.models import Checkpoint, Job, Metric
+from app.db.models import (
+    ACTIVE_JOB_STATES,
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    TERMINAL_JOB_STATES,
+    Checkpoint,
+    Job,
+    JobState,
+    Metric,
+)
 
 
 class ClaimOutcome(Enum):
@@ -58,7 +69,7 @@ def insert_ignoring_duplicates(
 
 def _owned(job_id: str, attempt: int) -> Any:
     """The condition that ``attempt`` still owns the job."""
-    return (Job.id == job_id) & (Job.attempts == attempt) & (Job.state == "running")
+    return (Job.id == job_id) & (Job.attempts == attempt) & (Job.state == RUNNING)
 
 
 def _advanced_to(step: int) -> Any:
@@ -68,7 +79,7 @@ def _advanced_to(step: int) -> Any:
 
 def _stale(stale_before: datetime) -> Any:
     """Running, but no heartbeat since ``stale_before``: its worker is presumed dead."""
-    return (Job.state == "running") & or_(
+    return (Job.state == RUNNING) & or_(
         Job.heartbeat_at.is_(None), Job.heartbeat_at < stale_before
     )
 
@@ -87,7 +98,7 @@ def fair_job_for(session: Session, job_id: str, stale_before: datetime) -> str:
         return job_id
     queued = session.execute(
         select(Job.id, Job.owner)
-        .where(Job.state == "queued", ~Job.cancel_requested)
+        .where(Job.state == QUEUED, ~Job.cancel_requested)
         .order_by(Job.created_at, Job.id)
     ).all()
     if not queued:
@@ -96,7 +107,7 @@ def fair_job_for(session: Session, job_id: str, stale_before: datetime) -> str:
     running = dict(
         session.execute(
             select(Job.owner, func.count())
-            .where(Job.state == "running", Job.owner.in_(owners))
+            .where(Job.state == RUNNING, Job.owner.in_(owners))
             .group_by(Job.owner)
         ).all()
     )
@@ -129,12 +140,12 @@ def claim_job(
     A job whose attempts are used up is failed instead; a cancelled queued job is left alone.
     """
     now = utcnow()
-    claimable = or_(Job.state == "queued", _stale(stale_before))
+    claimable = or_(Job.state == QUEUED, _stale(stale_before))
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, claimable, Job.attempts < max_attempts, ~Job.cancel_requested)
         .values(
-            state="running",
+            state=RUNNING,
             attempts=Job.attempts + 1,
             worker=worker,
             heartbeat_at=now,
@@ -153,13 +164,13 @@ def claim_job(
     job = session.get(Job, job_id, populate_existing=True)
     if job is None:
         return Claim(ClaimOutcome.MISSING)
-    if job.state in ("succeeded", "failed", "cancelled"):
+    if job.state in TERMINAL_JOB_STATES:
         return Claim(ClaimOutcome.FINISHED)
     if job.cancel_requested:
         finish_cancelled_unowned(session, job_id)
         return Claim(ClaimOutcome.FINISHED)
     if job.attempts >= max_attempts and (
-        job.state == "queued" or job.heartbeat_at is None or job.heartbeat_at < stale_before
+        job.state == QUEUED or job.heartbeat_at is None or job.heartbeat_at < stale_before
     ):
         fail_exhausted(session, job_id, max_attempts, stale_before)
         return Claim(ClaimOutcome.EXHAUSTED)
@@ -171,8 +182,8 @@ def finish_cancelled_unowned(session: Session, job_id: str) -> None:
     now = utcnow()
     session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state.in_(("queued", "running")), Job.cancel_requested)
-        .values(state="cancelled", finished_at=now, updated_at=now)
+        .where(Job.id == job_id, Job.state.in_(ACTIVE_JOB_STATES), Job.cancel_requested)
+        .values(state=CANCELLED, finished_at=now, updated_at=now)
     )
 
 
@@ -181,12 +192,12 @@ def fail_exhausted(
 ) -> bool:
     """Fails a queued job, or a running one with a stale heartbeat, that used its attempts."""
     now = utcnow()
-    unowned = or_(Job.state == "queued", _stale(stale_before))
+    unowned = or_(Job.state == QUEUED, _stale(stale_before))
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, unowned, Job.attempts >= max_attempts)
         .values(
-            state="failed",
+            state=FAILED,
             finished_at=now,
             updated_at=now,
             error=f"gave up after {max_attempts} attempt(s): the worker stopped sending "
@@ -345,7 +356,7 @@ def finish_job(
     session: Session,
     job_id: str,
     attempt: int,
-    state: str,
+    state: JobState,
     step: int | None = None,
     metrics: dict[str, Any] | None = None,
     error: str | None = None,
@@ -374,11 +385,11 @@ def requeue_jobs_of_worker(session: Session, worker: str, claimed_before: dateti
     rows = session.execute(
         update(Job)
         .where(
-            Job.state == "running",
+            Job.state == RUNNING,
             Job.worker == worker,
             Job.attempt_started_at < claimed_before,
         )
-        .values(state="queued", enqueued_at=now, updated_at=now, worker=None)
+        .values(state=QUEUED, enqueued_at=now, updated_at=now, worker=None)
         .returning(Job.id)
     )
     return [row.id for row in rows]
@@ -393,9 +404,9 @@ def release_jobs_of_worker(session: Session, worker: str) -> list[str]:
     now = utcnow()
     rows = session.execute(
         update(Job)
-        .where(Job.state == "running", Job.worker == worker)
+        .where(Job.state == RUNNING, Job.worker == worker)
         .values(
-            state="queued",
+            state=QUEUED,
             attempts=Job.attempts - 1,
             enqueued_at=None,
             updated_at=now,
@@ -418,14 +429,14 @@ def requeue_stale(session: Session, job_id: str, stale_before: datetime) -> bool
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, _stale(stale_before))
-        .values(state="queued", enqueued_at=now, updated_at=now, worker=None)
+        .values(state=QUEUED, enqueued_at=now, updated_at=now, worker=None)
     )
     return result.rowcount == 1
 
 
 def never_sent_queued_jobs(session: Session) -> list[str]:
     """Queued jobs whose message was never sent (the broker was down when they were queued)."""
-    rows = session.scalars(select(Job.id).where(Job.state == "queued", Job.enqueued_at.is_(None)))
+    rows = session.scalars(select(Job.id).where(Job.state == QUEUED, Job.enqueued_at.is_(None)))
     return list(rows)
 
 
@@ -433,19 +444,19 @@ def overdue_queued_jobs(session: Session, sent_before: datetime) -> list[str]:
     """Queued jobs last sent before ``sent_before``, oldest first (their message may be lost)."""
     rows = session.scalars(
         select(Job.id)
-        .where(Job.state == "queued", Job.enqueued_at < sent_before)
+        .where(Job.state == QUEUED, Job.enqueued_at < sent_before)
         .order_by(Job.enqueued_at)
     )
     return list(rows)
 
 
 def count_queued_jobs(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(Job).where(Job.state == "queued"))
+    return session.scalar(select(func.count()).select_from(Job).where(Job.state == QUEUED))
 
 
 def mark_enqueued(session: Session, job_id: str, sent_before: datetime | None = None) -> bool:
     """Records that the job's message is sent now; with ``sent_before``, only if not sent since."""
-    condition = [Job.id == job_id, Job.state == "queued"]
+    condition = [Job.id == job_id, Job.state == QUEUED]
     if sent_before is not None:
         condition.append(or_(Job.enqueued_at.is_(None), Job.enqueued_at < sent_before))
     now = utcnow()
@@ -459,5 +470,5 @@ def mark_enqueued(session: Session, job_id: str, sent_before: datetime | None = 
 
 def mark_unsent(session: Session, job_id: str) -> None:
     session.execute(
-        update(Job).where(Job.id == job_id, Job.state == "queued").values(enqueued_at=None)
+        update(Job).where(Job.id == job_id, Job.state == QUEUED).values(enqueued_at=None)
     )

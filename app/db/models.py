@@ -8,7 +8,7 @@ resumed job cannot write a step twice. API keys are stored as a SHA-256 digest o
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     JSON,
@@ -27,9 +27,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, UTCDateTime, utcnow
 
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-ACTIVE_JOB_STATES = ("queued", "running")
-TERMINAL_JOB_STATES = ("succeeded", "failed", "cancelled")
+# The job states, spelled once: the API schemas, the routes, the lifecycle, the worker and the
+# tests import these names.
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JOB_STATES: tuple[JobState, ...] = get_args(JobState)
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = JOB_STATES
+ACTIVE_JOB_STATES: tuple[JobState, ...] = (QUEUED, RUNNING)
+TERMINAL_JOB_STATES: tuple[JobState, ...] = (SUCCEEDED, FAILED, CANCELLED)
 
 AutoIncrementId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -61,7 +65,7 @@ class Job(Base):
     dataset_id: Mapped[str | None] = mapped_column(
         ForeignKey("datasets.id", ondelete="SET NULL"), index=True, nullable=True
     )
-    state: Mapped[str] = mapped_column(String(16), default="queued")
+    state: Mapped[str] = mapped_column(String(16), default=QUEUED)
     flow_config: Mapped[dict[str, Any]] = mapped_column(JSON)
     train_config: Mapped[dict[str, Any]] = mapped_column(JSON)
     step: Mapped[int] = mapped_column(Integer, default=0)

@@ -5,7 +5,15 @@ rest of ``flows``, so the service can read and check uploads without loading the
 """
 
 from flows.data.builtin import BUILTIN_DATASETS, BuiltinSpec, load_builtin
-from flows.data.dataset import DataError, DataKind, Dataset, validate_dataset
+from flows.data.dataset import (
+    DATA_KINDS,
+    IMAGES,
+    POINTS,
+    DataError,
+    DataKind,
+    Dataset,
+    validate_dataset,
+)
 from flows.data.images import (
     dequantize,
     dequantize_midpoint,
@@ -20,6 +28,9 @@ from flows.data.toy2d import eight_gaussians, eight_gaussians_log_prob, rings, r
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "DATA_KINDS",
+    "IMAGES",
+    "POINTS",
     "BuiltinSpec",
     "DataError",
     "DataKind",

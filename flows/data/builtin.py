@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from flows.data.dataset import DataError, DataKind, Dataset, validate_dataset
+from flows.data.dataset import IMAGES, POINTS, DataError, DataKind, Dataset, validate_dataset
 from flows.data.images import digits, image_patches, rotated_digits
 from flows.data.toy2d import eight_gaussians, rings
 
@@ -41,31 +41,31 @@ class BuiltinSpec:
 
 BUILTIN_DATASETS: dict[str, BuiltinSpec] = {
     "eight_gaussians": BuiltinSpec(
-        "points",
+        POINTS,
         "8 Gaussians (std 0.5) on the circle of radius 4; invariant under D8",
         10_000,
         eight_gaussians,
     ),
     "rings": BuiltinSpec(
-        "points",
+        POINTS,
         "3 concentric noisy rings of radii 1, 2, 3; invariant under O(2)",
         10_000,
         rings,
     ),
     "digits": BuiltinSpec(
-        "images",
+        IMAGES,
         "scikit-learn's 8x8 grayscale handwritten digits",
         1797,
         digits,
     ),
     "rotated_digits": BuiltinSpec(
-        "images",
+        IMAGES,
         "8x8 digits, each rotated and/or flipped by a random element of D4",
         1797,
         rotated_digits,
     ),
     "image_patches": BuiltinSpec(
-        "images",
+        IMAGES,
         "8x8 RGB patches cropped from scikit-learn's two sample photographs",
         2000,
         image_patches,

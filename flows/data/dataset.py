@@ -10,32 +10,36 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
+from flows.data.errors import DataError
+
 __all__ = [
+    "DATA_KINDS",
+    "IMAGES",
     "MAX_IMAGE_SIDE",
     "MAX_POINT_DIM",
     "MAX_POINT_MAGNITUDE",
     "MIN_IMAGE_SIDE",
+    "POINTS",
     "DataError",
     "DataKind",
     "Dataset",
     "validate_dataset",
 ]
 
+# The kinds of data, spelled once: images are uint8 (N, C, H, W), points float32 (N, D).
 DataKind = Literal["images", "points"]
+DATA_KINDS: tuple[DataKind, ...] = get_args(DataKind)
+IMAGES, POINTS = DATA_KINDS
 
 MAX_POINT_DIM = 64
 MAX_POINT_MAGNITUDE = 1e6
 MIN_IMAGE_SIDE = 2
 MAX_IMAGE_SIDE = 256
 MAX_IMAGE_CHANNELS = 4
-
-
-class DataError(ValueError):
-    """A dataset (file, array or request) is malformed; the message names what and where."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,7 +58,7 @@ class Dataset:
     kind: DataKind
 
     def __post_init__(self) -> None:
-        expected = {"images": (np.uint8, 4), "points": (np.float32, 2)}
+        expected = {IMAGES: (np.uint8, 4), POINTS: (np.float32, 2)}
         if self.kind not in expected:
             raise DataError(f"dataset kind {self.kind!r} is unknown; use 'images' or 'points'")
         dtype, rank = expected[self.kind]
@@ -113,10 +117,10 @@ def validate_dataset(array: np.ndarray, kind: DataKind) -> Dataset:
         DataError: the array breaks a rule; the message names the rule and the offending value.
     """
     array = np.asarray(array)
-    if kind == "points":
-        return Dataset(_validate_points(array), "points")
-    if kind == "images":
-        return Dataset(_validate_images(array), "images")
+    if kind == POINTS:
+        return Dataset(_validate_points(array), POINTS)
+    if kind == IMAGES:
+        return Dataset(_validate_images(array), IMAGES)
     raise DataError(f"dataset kind {kind!r} is unknown; use 'images' or 'points'")
 
 
@@ -130,7 +134,7 @@ def _check_numeric(array: np.ndarray, kind: str) -> None:
 
 
 def _validate_points(array: np.ndarray) -> np.ndarray:
-    _check_numeric(array, "points")
+    _check_numeric(array, POINTS)
     if array.ndim != 2:
         raise DataError(
             f"points array has shape {array.shape} (rank {array.ndim}); points must be rank 2, "

@@ -24,8 +24,11 @@ from PIL import Image, UnidentifiedImageError
 
 from flows.data.archives import DEFAULT_MAX_RATIO, ArchiveLimits, ArchiveReader
 from flows.data.dataset import (
+    DATA_KINDS,
+    IMAGES,
     MAX_IMAGE_SIDE,
     MAX_POINT_DIM,
+    POINTS,
     DataError,
     DataKind,
     Dataset,
@@ -100,7 +103,7 @@ def read_dataset_file(
         DataError: the extension is not accepted, the file is malformed or over a limit, or its
             kind differs from ``kind``.
     """
-    if kind is not None and kind not in ("images", "points"):
+    if kind is not None and kind not in DATA_KINDS:
         raise DataError(f"kind {kind!r} is unknown; use 'images', 'points' or None")
     suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
     if suffix not in ACCEPTED_EXTENSIONS:
@@ -113,10 +116,10 @@ def read_dataset_file(
             f"file {filename!r} is {len(content)} bytes; at most {max_bytes} bytes are accepted"
         )
     if suffix == ".csv":
-        _check_fixed_kind(filename, "points", kind)
+        _check_fixed_kind(filename, POINTS, kind)
         return read_csv(content, filename)
     if suffix == ".zip":
-        _check_fixed_kind(filename, "images", kind)
+        _check_fixed_kind(filename, IMAGES, kind)
         return read_png_zip(
             content,
             filename,
@@ -132,7 +135,7 @@ def read_dataset_file(
             content, filename, max_bytes=max_bytes, max_entries=max_entries, max_ratio=max_ratio
         )
     dataset = validate_dataset(values, kind or _infer_kind(values, filename))
-    if dataset.kind == "images" and max(dataset.shape[1:]) > max_image_side:
+    if dataset.kind == IMAGES and max(dataset.shape[1:]) > max_image_side:
         _, height, width = dataset.shape
         raise DataError(
             f"file {filename!r} holds {height}x{width} images; images may be at most "
@@ -151,9 +154,9 @@ def _check_fixed_kind(filename: str, holds: DataKind, kind: DataKind | None) -> 
 
 def _infer_kind(values: np.ndarray, filename: str) -> DataKind:
     if values.ndim == 2:
-        return "points"
+        return POINTS
     if values.ndim in (3, 4):
-        return "images"
+        return IMAGES
     raise DataError(
         f"file {filename!r} holds an array of shape {values.shape} (rank {values.ndim}); expected "
         "rank 2 (N, D) points or rank 3 (N, H, W) / rank 4 (N, C, H, W) images"
@@ -342,7 +345,7 @@ def read_csv(content: bytes, filename: str) -> Dataset:
         raise DataError(f"{filename!r} has no data rows; expected one numeric row per point")
     assert columns is not None
     points = np.frombuffer(values, dtype=np.float64).reshape(rows, columns)
-    return validate_dataset(points, "points")
+    return validate_dataset(points, POINTS)
 
 
 def _numeric_row(
@@ -478,7 +481,7 @@ def read_png_zip(
                     "are accepted"
                 )
             images.append(pixels)
-    return validate_dataset(np.stack(images).transpose(0, 3, 1, 2), "images")
+    return validate_dataset(np.stack(images).transpose(0, 3, 1, 2), IMAGES)
 
 
 def _describe(pixels: np.ndarray) -> str:

@@ -112,6 +112,8 @@ def test_rectangular_images_with_flips() -> None:
     assert equivariance_error(flow, image_batch(flow)) <= 1e-4
 
 
+# The slowest cases of tests/flows (a 700 x 700 grid through a residual flow each, ~25 s together).
+@pytest.mark.slow
 @pytest.mark.parametrize("group", ["trivial", "C4", "D8", "O2"])
 @pytest.mark.parametrize("scale", [0.3, 1.0])
 def test_point_density_integrates_to_one(group: str, scale: float) -> None:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,32 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.db.api_keys import create_api_key
+from app.db.models import SUCCEEDED, TERMINAL_JOB_STATES, JobState
 from app.db.session import session_scope
 from app.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JOB_TIMEOUT_S = 150.0
 WORKER_STOP_GRACE_S = 15.0
+
+
+def poll_job(
+    client: TestClient,
+    job_id: str,
+    done: Callable[[dict[str, Any]], bool],
+    timeout_s: float,
+    interval_s: float = 0.1,
+) -> tuple[dict[str, Any], bool]:
+    """Reads ``GET /v1/jobs/{job_id}`` every ``interval_s`` until ``done(job)`` or ``timeout_s``:
+    the last job read, and whether ``done`` held for it. The one polling loop of the tests."""
+    deadline = time.monotonic() + timeout_s
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if done(job):
+            return job, True
+        time.sleep(interval_s)
+    return job, False
 
 
 class Worker:
@@ -111,19 +132,20 @@ class Stack:
     def wait_for_job(
         self,
         job_id: str,
-        states: tuple[str, ...] = ("succeeded",),
+        states: tuple[JobState, ...] = (SUCCEEDED,),
         timeout_s: float = JOB_TIMEOUT_S,
     ) -> dict[str, Any]:
-        """Polls ``GET /v1/jobs/{id}`` until the job is in one of ``states``."""
-        deadline = time.monotonic() + timeout_s
-        job: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            job = self.client.get(f"/v1/jobs/{job_id}").json()
-            if job["state"] in states:
-                return job
-            if job["state"] in ("succeeded", "failed", "cancelled"):
-                break
-            time.sleep(0.25)
+        """Polls ``GET /v1/jobs/{id}`` until the job is in one of ``states``; fails as soon as it
+        ends in another."""
+        job, _ = poll_job(
+            self.client,
+            job_id,
+            lambda job: job["state"] in states or job["state"] in TERMINAL_JOB_STATES,
+            timeout_s,
+            interval_s=0.25,
+        )
+        if job.get("state") in states:
+            return job
         pytest.fail(
             f"[{self.name}] job {job_id} is {job.get('state')} (error {job.get('error')!r}), "
             f"expected {states}\n--- worker log ---\n{self.worker.log_tail()}"
@@ -136,13 +158,16 @@ class Stack:
         self.worker = self.worker.successor(env)
         return self.worker
 
-    def wait_until(self, job_id: str, condition: Any, timeout_s: float = JOB_TIMEOUT_S) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            job = self.client.get(f"/v1/jobs/{job_id}").json()
-            if condition(job):
-                return job
-            time.sleep(0.1)
+    def wait_until(
+        self,
+        job_id: str,
+        condition: Callable[[dict[str, Any]], bool],
+        timeout_s: float = JOB_TIMEOUT_S,
+    ) -> dict[str, Any]:
+        """Polls ``GET /v1/jobs/{id}`` until ``condition(job)`` holds."""
+        job, met = poll_job(self.client, job_id, condition, timeout_s)
+        if met:
+            return job
         pytest.fail(
             f"[{self.name}] job {job_id} never met the condition; last: {job}\n"
             f"--- worker log ---\n{self.worker.log_tail()}"

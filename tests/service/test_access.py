@@ -14,7 +14,6 @@ import io
 import os
 import subprocess
 import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -26,11 +25,11 @@ from sqlalchemy import select
 from app.__main__ import build_parser
 from app.db.api_keys import revoke_api_key
 from app.db.base import new_id
-from app.db.models import ApiKey, Checkpoint, Dataset, Job
+from app.db.models import TERMINAL_JOB_STATES, ApiKey, Checkpoint, Dataset, Job
 from app.db.session import session_scope
 from app.settings import Settings
 from tests.service.payloads import POINTS_FLOW, Trained, submit_job
-from tests.service.stack import REPO_ROOT, Stack, auth_headers, create_key
+from tests.service.stack import REPO_ROOT, Stack, auth_headers, create_key, poll_job
 from tests.service.test_openapi import EXPECTED
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
@@ -282,10 +281,9 @@ def test_rows_written_belong_to_the_keys_tenant(
 
 
 def _wait_for_end(client: TestClient, job_id: str, timeout_s: float = 120.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.25)
+    job, ended = poll_job(
+        client, job_id, lambda job: job["state"] in TERMINAL_JOB_STATES, timeout_s, 0.25
+    )
+    if ended:
+        return job
     pytest.fail(f"job {job_id} still {job['state']} after {timeout_s} s")

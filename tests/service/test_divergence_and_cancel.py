@@ -10,11 +10,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from app.db.models import SUCCEEDED
 from flows.checkpoint import load_flow, read_checkpoint_info
 from flows.scoring import score
 from tests.service.faults import RecordProperty, metric_steps, upload_points
 from tests.service.payloads import POINTS_FLOW, Trained, submit_job
-from tests.service.stack import Stack
+from tests.service.stack import Stack, poll_job
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
 
@@ -155,11 +156,9 @@ def test_one_tenants_queue_does_not_starve_another(
     assert response.status_code == 201, response.text
     other = submit_job(other_tenant_client, response.json()["id"], POINTS_FLOW, training)
     started = {job["id"]: stack.wait_for_job(job["id"])["started_at"] for job in own}
-    deadline = time.monotonic() + 120
-    while (theirs := other_tenant_client.get(f"/v1/jobs/{other['id']}").json())["state"] != (
-        "succeeded"
-    ):
-        assert time.monotonic() < deadline, theirs
-        time.sleep(0.3)
+    theirs, succeeded = poll_job(
+        other_tenant_client, other["id"], lambda job: job["state"] == SUCCEEDED, 120, 0.3
+    )
+    assert succeeded, theirs
     order = sorted([*started.values(), theirs["started_at"]])
     assert order.index(theirs["started_at"]) <= 1, (started, theirs["started_at"])

@@ -20,7 +20,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -361,17 +361,42 @@ BUILTINS: list[tuple[str, Any, int, str, str]] = [
     ("name-missing", {}, 422, "name", "Field required"),
 ]
 
-# Job configs: (id, data set kind, flow overrides, training, status, field, fragment).
-JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
-    ("steps", "points", {}, {"steps": 300_000}, 422, "training.steps", "EFNF_MAX_STEPS"),
-    ("batch", "points", {}, {"batch_size": 5000}, 422, "training.batch_size", "EFNF_MAX_BATCH"),
-    ("width", "points", {"width": 300}, {}, 422, "flow.width", "EFNF_MAX_WIDTH"),
-    ("width-schema", "points", {"width": 10**6}, {}, 422, "flow.width", "less than or equal"),
-    ("depth-schema", "points", {"depth": 65}, {}, 422, "flow.depth", "less than or equal to 64"),
-    ("hidden-layers", "points", {"hidden_layers": 6}, {}, 422, "flow.hidden_layers", "_LAYERS"),
-    ("kernel", "images", {"kernel_size": 9}, {}, 422, "flow.kernel_size", "MAX_KERNEL_SIZE"),
-    ("exact-dim", "images", {"exact_max_dim": 4096}, {}, 422, "flow.exact_max_dim", "EXACT_DIM"),
-    (
+
+class JobCase(NamedTuple):
+    """A job body that is refused: the data set ``kind`` it is for, the overrides of that kind's
+    flow and the training config, and the answer (``status``, ``field``, message ``fragment``)."""
+
+    id: str
+    kind: str
+    flow: dict[str, Any]
+    training: dict[str, Any]
+    status: int
+    field: str
+    fragment: str
+
+
+JOBS: list[JobCase] = [
+    JobCase("steps", "points", {}, {"steps": 300_000}, 422, "training.steps", "EFNF_MAX_STEPS"),
+    JobCase(
+        "batch", "points", {}, {"batch_size": 5000}, 422, "training.batch_size", "EFNF_MAX_BATCH"
+    ),
+    JobCase("width", "points", {"width": 300}, {}, 422, "flow.width", "EFNF_MAX_WIDTH"),
+    JobCase(
+        "width-schema", "points", {"width": 10**6}, {}, 422, "flow.width", "less than or equal"
+    ),
+    JobCase(
+        "depth-schema", "points", {"depth": 65}, {}, 422, "flow.depth", "less than or equal to 64"
+    ),
+    JobCase(
+        "hidden-layers", "points", {"hidden_layers": 6}, {}, 422, "flow.hidden_layers", "_LAYERS"
+    ),
+    JobCase(
+        "kernel", "images", {"kernel_size": 9}, {}, 422, "flow.kernel_size", "MAX_KERNEL_SIZE"
+    ),
+    JobCase(
+        "exact-dim", "images", {"exact_max_dim": 4096}, {}, 422, "flow.exact_max_dim", "EXACT_DIM"
+    ),
+    JobCase(
         "probes",
         "points",
         {"estimator": {"eval_probes": 512}},
@@ -380,7 +405,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "flow.estimator.eval_probes",
         "EFNF_MAX_EVAL_PROBES",
     ),
-    (
+    JobCase(
         "inverse-iterations",
         "points",
         {"inverse_max_iter": 50_000},
@@ -389,7 +414,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "flow.inverse_max_iter",
         "EFNF_MAX_INVERSE_ITERATIONS",
     ),
-    (
+    JobCase(
         "metric-every-step",
         "points",
         {},
@@ -398,7 +423,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.metric_interval",
         "EFNF_MAX_METRIC_POINTS",
     ),
-    (
+    JobCase(
         "checkpoint-every-step",
         "points",
         {},
@@ -407,7 +432,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.checkpoint_interval",
         "EFNF_MAX_CHECKPOINT_WRITES",
     ),
-    (
+    JobCase(
         "auto-training-of-points-above-exact-dim",
         "points",
         {"exact_max_dim": 1},
@@ -416,7 +441,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.logdet",
         "'auto' trains with the exact log-det here, which needs a 2x2 Jacobian",
     ),
-    (
+    JobCase(
         "exact-training-above-exact-dim",
         "images",
         {"exact_max_dim": 16},
@@ -425,7 +450,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.logdet",
         "64x64 Jacobian",
     ),
-    (
+    JobCase(
         "weights",
         "images",
         {"group": "D16", "width": 256, "depth": 64, "kernel_size": 7},
@@ -434,7 +459,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "flow",
         "EFNF_MAX_WEIGHTS",
     ),
-    (
+    JobCase(
         "step-activations",
         "images",
         {"width": 128, "depth": 8},
@@ -443,7 +468,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.batch_size",
         "EFNF_MAX_STEP_ACTIVATIONS",
     ),
-    (
+    JobCase(
         "residual-heavy-step-memory",
         "images",
         {"family": "mixed", "blocks": ["residual"] * 8, "depth": 64, "width": 64},
@@ -452,7 +477,7 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.batch_size",
         "EFNF_MAX_JOB_MEMORY_BYTES",
     ),
-    (
+    JobCase(
         "training-work",
         "images",
         {"width": 64, "depth": 32},
@@ -461,11 +486,13 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.steps",
         "EFNF_MAX_TRAINING_WORK",
     ),
-    ("width-text", "points", {"width": "wide"}, {}, 422, "flow.width", "valid integer"),
-    ("width-float", "points", {"width": 2.5}, {}, 422, "flow.width", "integer"),
-    ("width-negative", "points", {"width": -1}, {}, 422, "flow.width", "greater than or equal"),
-    ("steps-null", "points", {}, {"steps": None}, 422, "training.steps", "integer"),
-    (
+    JobCase("width-text", "points", {"width": "wide"}, {}, 422, "flow.width", "valid integer"),
+    JobCase("width-float", "points", {"width": 2.5}, {}, 422, "flow.width", "integer"),
+    JobCase(
+        "width-negative", "points", {"width": -1}, {}, 422, "flow.width", "greater than or equal"
+    ),
+    JobCase("steps-null", "points", {}, {"steps": None}, 422, "training.steps", "integer"),
+    JobCase(
         "lr-nan",
         "points",
         {},
@@ -474,11 +501,15 @@ JOBS: list[tuple[str, str, dict[str, Any], dict[str, Any], int, str, str]] = [
         "training.learning_rate",
         "finite number",
     ),
-    ("cuda-without-gpu", "points", {}, {"device": "cuda"}, 422, "training.device", "CUDA"),
-    ("rank-2-shape", "points", {"data_shape": [8, 8]}, {}, 422, "flow.data_shape", "rank 2"),
-    ("group-17", "points", {"group": "C17"}, {}, 422, "flow.group", "at most 16"),
-    ("unknown-field", "points", {"colour": "red"}, {}, 422, "flow.colour", "Extra inputs"),
-    ("wrong-shape", "points", {"data_shape": [3]}, {}, 422, "flow", "acts on 2-D points only"),
+    JobCase("cuda-without-gpu", "points", {}, {"device": "cuda"}, 422, "training.device", "CUDA"),
+    JobCase(
+        "rank-2-shape", "points", {"data_shape": [8, 8]}, {}, 422, "flow.data_shape", "rank 2"
+    ),
+    JobCase("group-17", "points", {"group": "C17"}, {}, 422, "flow.group", "at most 16"),
+    JobCase("unknown-field", "points", {"colour": "red"}, {}, 422, "flow.colour", "Extra inputs"),
+    JobCase(
+        "wrong-shape", "points", {"data_shape": [3]}, {}, 422, "flow", "acts on 2-D points only"
+    ),
 ]
 
 # Raw job bodies: (id, content, status, field, fragment).
@@ -525,9 +556,23 @@ def _png_files(*contents: bytes) -> list[tuple[str, tuple[str, bytes]]]:
     return [("files", (f"{index}.png", content)) for index, content in enumerate(contents)]
 
 
-# Scoring: (id, model, request kwargs, status, field, fragment).
-SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
-    (
+class ModelCase(NamedTuple):
+    """A scoring or sampling request to a trained ``model`` (``points``, ``images`` or
+    ``missing``) that is refused: the ``request`` (the client's keyword arguments for scoring,
+    the JSON body or raw bytes for sampling) and the answer (``status``, ``field``, message
+    ``fragment``)."""
+
+    id: str
+    model: str
+    request: Any
+    status: int
+    field: str
+    fragment: str
+
+
+# Scoring.
+SCORES: list[ModelCase] = [
+    ModelCase(
         "points-to-image-model",
         "images",
         {"json": {"inputs": [[1.0, 2.0]]}},
@@ -535,7 +580,7 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "inputs",
         "[n, 1, 8, 8]",
     ),
-    (
+    ModelCase(
         "wrong-image-size",
         "images",
         {"json": {"inputs": [[[[0] * 4] * 4]]}},
@@ -543,9 +588,13 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "inputs",
         "[1, 1, 4, 4]",
     ),
-    ("wrong-point-dim", "points", {"json": {"inputs": [[1, 2, 3]]}}, 422, "inputs", "[n, 2]"),
-    ("missing-batch-axis", "points", {"json": {"inputs": [1.0, 2.0]}}, 422, "inputs", "[2]"),
-    (
+    ModelCase(
+        "wrong-point-dim", "points", {"json": {"inputs": [[1, 2, 3]]}}, 422, "inputs", "[n, 2]"
+    ),
+    ModelCase(
+        "missing-batch-axis", "points", {"json": {"inputs": [1.0, 2.0]}}, 422, "inputs", "[2]"
+    ),
+    ModelCase(
         "levels-over-255",
         "images",
         {"json": {"inputs": [[[[256] * 8] * 8]]}},
@@ -553,7 +602,7 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "inputs",
         "0..255",
     ),
-    (
+    ModelCase(
         "negative-levels",
         "images",
         {"json": {"inputs": [[[[-1] * 8] * 8]]}},
@@ -561,7 +610,7 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "inputs",
         "0..255",
     ),
-    (
+    ModelCase(
         "floats-over-1",
         "images",
         {"json": {"inputs": [[[[1.5] * 8] * 8]]}},
@@ -569,8 +618,10 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "inputs",
         "[0, 1]",
     ),
-    ("nan-point", "points", {"content": b'{"inputs": [[NaN, 1.0]]}'}, 422, "inputs", "NaN"),
-    (
+    ModelCase(
+        "nan-point", "points", {"content": b'{"inputs": [[NaN, 1.0]]}'}, 422, "inputs", "NaN"
+    ),
+    ModelCase(
         "infinite-point",
         "points",
         {"content": b'{"inputs": [[1e400, 1.0]]}'},
@@ -578,13 +629,21 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "inputs",
         "NaN or infinite",
     ),
-    ("point-1e20", "points", {"json": {"inputs": [[1e20, 0.0]]}}, 422, "inputs", "+-1e+06"),
-    ("point-1e39", "points", {"json": {"inputs": [[0.0, -1e39]]}}, 422, "inputs", "+-1e+06"),
-    ("point-1e308", "points", {"json": {"inputs": [[1e308, 1e308]]}}, 422, "inputs", "+-1e+06"),
-    ("point-int-2e18", "points", {"json": {"inputs": [[2 * 10**18, 0]]}}, 422, "inputs", "1e+06"),
-    ("empty-batch", "points", {"json": {"inputs": []}}, 422, "inputs", "at least 1 item"),
-    ("empty-item", "points", {"json": {"inputs": [[]]}}, 422, "inputs", "[1, 0]"),
-    (
+    ModelCase(
+        "point-1e20", "points", {"json": {"inputs": [[1e20, 0.0]]}}, 422, "inputs", "+-1e+06"
+    ),
+    ModelCase(
+        "point-1e39", "points", {"json": {"inputs": [[0.0, -1e39]]}}, 422, "inputs", "+-1e+06"
+    ),
+    ModelCase(
+        "point-1e308", "points", {"json": {"inputs": [[1e308, 1e308]]}}, 422, "inputs", "+-1e+06"
+    ),
+    ModelCase(
+        "point-int-2e18", "points", {"json": {"inputs": [[2 * 10**18, 0]]}}, 422, "inputs", "1e+06"
+    ),
+    ModelCase("empty-batch", "points", {"json": {"inputs": []}}, 422, "inputs", "at least 1 item"),
+    ModelCase("empty-item", "points", {"json": {"inputs": [[]]}}, 422, "inputs", "[1, 0]"),
+    ModelCase(
         "too-many-items",
         "points",
         {"json": {"inputs": [[0.0, 0.0]] * 1025}},
@@ -592,15 +651,39 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "inputs",
         "EFNF_MAX_SCORE_ITEMS",
     ),
-    ("ragged", "points", {"json": {"inputs": [[1, 2], [3]]}}, 422, "inputs", "ragged"),
-    ("text-values", "points", {"json": {"inputs": [["a", "b"]]}}, 422, "inputs", "numbers"),
-    ("bool-values", "points", {"json": {"inputs": [[True, False]]}}, 422, "inputs", "numbers"),
-    ("null-values", "points", {"json": {"inputs": [[None, 1]]}}, 422, "inputs", "numbers"),
-    ("huge-integer", "points", {"json": {"inputs": [[10**30, 1]]}}, 422, "inputs", "numbers"),
-    ("object-items", "points", {"json": {"inputs": [{"x": 1, "y": 2}]}}, 422, "inputs", "numbers"),
-    ("inputs-object", "points", {"json": {"inputs": {"x": [1, 2]}}}, 422, "inputs", "valid array"),
-    ("inputs-string", "points", {"json": {"inputs": "1,2"}}, 422, "inputs", "valid array"),
-    (
+    ModelCase("ragged", "points", {"json": {"inputs": [[1, 2], [3]]}}, 422, "inputs", "ragged"),
+    ModelCase(
+        "text-values", "points", {"json": {"inputs": [["a", "b"]]}}, 422, "inputs", "numbers"
+    ),
+    ModelCase(
+        "bool-values", "points", {"json": {"inputs": [[True, False]]}}, 422, "inputs", "numbers"
+    ),
+    ModelCase(
+        "null-values", "points", {"json": {"inputs": [[None, 1]]}}, 422, "inputs", "numbers"
+    ),
+    ModelCase(
+        "huge-integer", "points", {"json": {"inputs": [[10**30, 1]]}}, 422, "inputs", "numbers"
+    ),
+    ModelCase(
+        "object-items",
+        "points",
+        {"json": {"inputs": [{"x": 1, "y": 2}]}},
+        422,
+        "inputs",
+        "numbers",
+    ),
+    ModelCase(
+        "inputs-object",
+        "points",
+        {"json": {"inputs": {"x": [1, 2]}}},
+        422,
+        "inputs",
+        "valid array",
+    ),
+    ModelCase(
+        "inputs-string", "points", {"json": {"inputs": "1,2"}}, 422, "inputs", "valid array"
+    ),
+    ModelCase(
         "nested-past-recursion-limit",
         "points",
         {"content": b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}"},
@@ -608,7 +691,7 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "body",
         "invalid JSON: recursion limit exceeded",
     ),
-    (
+    ModelCase(
         "more-dims-than-numpy",
         "points",
         {"json": {"inputs": _nested(40)}},
@@ -616,7 +699,7 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "inputs",
         "dimension",
     ),
-    (
+    ModelCase(
         "too-deep",
         "points",
         {"json": {"inputs": [[[[[[[[[[[[0]]]]]]]]]]]]}},
@@ -624,10 +707,12 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "inputs",
         "shape",
     ),
-    ("no-inputs", "points", {"json": {"method": "exact"}}, 422, "inputs", "Field required"),
-    ("body-array", "points", {"json": [[1, 2]]}, 422, "body", "an object"),
-    ("not-json", "points", {"content": b"inputs=1,2"}, 422, "body", "JSON"),
-    (
+    ModelCase(
+        "no-inputs", "points", {"json": {"method": "exact"}}, 422, "inputs", "Field required"
+    ),
+    ModelCase("body-array", "points", {"json": [[1, 2]]}, 422, "body", "an object"),
+    ModelCase("not-json", "points", {"content": b"inputs=1,2"}, 422, "body", "JSON"),
+    ModelCase(
         "bad-method",
         "points",
         {"json": {"inputs": [[1, 2]], "method": "fast"}},
@@ -635,7 +720,7 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "method",
         "'exact'",
     ),
-    (
+    ModelCase(
         "negative-seed",
         "points",
         {"json": {"inputs": [[1, 2]], "seed": -1}},
@@ -643,8 +728,10 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "seed",
         "greater",
     ),
-    ("extra-field", "points", {"json": {"inputs": [[1, 2]], "n": 3}}, 422, "n", "Extra inputs"),
-    (
+    ModelCase(
+        "extra-field", "points", {"json": {"inputs": [[1, 2]], "n": 3}}, 422, "n", "Extra inputs"
+    ),
+    ModelCase(
         "exact-above-exact-dim",
         "narrow",
         {"json": {"inputs": [[1, 2]], "method": "exact"}},
@@ -652,8 +739,10 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "method",
         "exact_max_dim 1",
     ),
-    ("png-to-points-model", "points", {"files": _png_files(png(DIGIT))}, 422, "files", "[n, 2]"),
-    (
+    ModelCase(
+        "png-to-points-model", "points", {"files": _png_files(png(DIGIT))}, 422, "files", "[n, 2]"
+    ),
+    ModelCase(
         "png-wrong-size",
         "images",
         {"files": _png_files(png(gray(4, 4)))},
@@ -661,7 +750,7 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "files",
         "[1, 1, 4, 4]",
     ),
-    (
+    ModelCase(
         "png-rgb-to-gray-model",
         "images",
         {"files": _png_files(png(np.zeros((8, 8, 3), np.uint8)))},
@@ -669,7 +758,7 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "files",
         "[1, 3, 8, 8]",
     ),
-    (
+    ModelCase(
         "png-mixed-sizes",
         "images",
         {"files": _png_files(png(DIGIT), png(gray(6, 6)))},
@@ -677,7 +766,7 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "files",
         "same size",
     ),
-    (
+    ModelCase(
         "png-not-png",
         "images",
         {"files": _png_files(other_format(DIGIT, "JPEG"))},
@@ -685,7 +774,7 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "files",
         "not a PNG",
     ),
-    (
+    ModelCase(
         "png-truncated",
         "images",
         {"files": _png_files(truncated(png(DIGIT)))},
@@ -693,7 +782,7 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "files",
         "corrupt",
     ),
-    (
+    ModelCase(
         "png-bomb",
         "images",
         {"files": _png_files(png_declaring(20_000, 20_000))},
@@ -701,8 +790,8 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "files",
         "bomb",
     ),
-    ("png-empty-file", "images", {"files": _png_files(b"")}, 422, "files", "not a PNG"),
-    (
+    ModelCase("png-empty-file", "images", {"files": _png_files(b"")}, 422, "files", "not a PNG"),
+    ModelCase(
         "too-many-files",
         "images",
         {"files": _png_files(*[b"x"] * 1025)},
@@ -710,7 +799,7 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "body",
         "Too many files. Maximum number of files is 1024",
     ),
-    (
+    ModelCase(
         "form-field-over-part-limit",
         "images",
         {"files": _png_files(png(DIGIT)), "data": {"method": "e" * (2 * MiB)}},
@@ -718,7 +807,7 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "body",
         "Part exceeded maximum size",
     ),
-    (
+    ModelCase(
         "form-without-files",
         "images",
         {"data": {"method": "exact"}, "files": {"other": ("a", b"x")}},
@@ -726,7 +815,7 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "files",
         "at least one PNG",
     ),
-    (
+    ModelCase(
         "form-bad-method",
         "images",
         {"files": _png_files(png(DIGIT)), "data": {"method": "fast"}},
@@ -734,7 +823,7 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "method",
         "'exact'",
     ),
-    (
+    ModelCase(
         "form-text-seed",
         "images",
         {"files": _png_files(png(DIGIT)), "data": {"seed": "x"}},
@@ -742,12 +831,19 @@ SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "seed",
         "integer",
     ),
-    ("unknown-model", "missing", {"json": {"inputs": [[1, 2]]}}, 404, "model_id", "no such model"),
+    ModelCase(
+        "unknown-model",
+        "missing",
+        {"json": {"inputs": [[1, 2]]}},
+        404,
+        "model_id",
+        "no such model",
+    ),
 ]
 
-# Scoring against the strict app: (id, model, request kwargs, status, field, fragment).
-STRICT_SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
-    (
+# Scoring against the strict app.
+STRICT_SCORES: list[ModelCase] = [
+    ModelCase(
         "score-work",
         "images",
         {"json": {"inputs": [DIGIT[None].tolist()] * 2}},
@@ -755,7 +851,7 @@ STRICT_SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
         "inputs",
         "EFNF_MAX_SCORE_WORK",
     ),
-    (
+    ModelCase(
         "png-over-side-cap",
         "images",
         {"files": _png_files(png(gray(17, 17)))},
@@ -765,30 +861,40 @@ STRICT_SCORES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
     ),
 ]
 
-# Sampling: (id, model, body, status, field, fragment).
-SAMPLES: list[tuple[str, str, Any, int, str, str]] = [
-    ("n-zero", "points", {"n": 0}, 422, "n", "greater than or equal to 1"),
-    ("n-negative", "points", {"n": -5}, 422, "n", "greater than or equal to 1"),
-    ("n-over-limit", "points", {"n": 1025}, 422, "n", "EFNF_MAX_SAMPLES"),
-    ("n-huge", "points", {"n": 10**20}, 422, "n", "EFNF_MAX_SAMPLES"),
-    ("n-text", "points", {"n": "many"}, 422, "n", "valid integer"),
-    ("n-float", "points", {"n": 2.5}, 422, "n", "integer"),
-    ("temperature-zero", "points", {"temperature": 0}, 422, "temperature", "greater than 0"),
-    ("temperature-high", "points", {"temperature": 11}, 422, "temperature", "less than or equal"),
-    ("temperature-text", "points", {"temperature": "hot"}, 422, "temperature", "valid number"),
-    ("temperature-nan", "points", b'{"temperature": NaN}', 422, "temperature", "temperature"),
-    ("temperature-inf", "points", b'{"temperature": Infinity}', 422, "temperature", "less"),
-    ("seed-negative", "points", {"seed": -1}, 422, "seed", "greater than or equal to 0"),
-    ("seed-too-big", "points", {"seed": 2**40}, 422, "seed", "less than or equal"),
-    ("bad-format", "points", {"format": "gif"}, 422, "format", "'json', 'npy' or 'png'"),
-    ("extra-field", "points", {"inputs": [[1, 2]]}, 422, "inputs", "Extra inputs"),
-    ("body-array", "points", [16], 422, "body", "valid dictionary"),
-    ("unknown-model", "missing", {"n": 2}, 404, "model_id", "no such model"),
+# Sampling.
+SAMPLES: list[ModelCase] = [
+    ModelCase("n-zero", "points", {"n": 0}, 422, "n", "greater than or equal to 1"),
+    ModelCase("n-negative", "points", {"n": -5}, 422, "n", "greater than or equal to 1"),
+    ModelCase("n-over-limit", "points", {"n": 1025}, 422, "n", "EFNF_MAX_SAMPLES"),
+    ModelCase("n-huge", "points", {"n": 10**20}, 422, "n", "EFNF_MAX_SAMPLES"),
+    ModelCase("n-text", "points", {"n": "many"}, 422, "n", "valid integer"),
+    ModelCase("n-float", "points", {"n": 2.5}, 422, "n", "integer"),
+    ModelCase(
+        "temperature-zero", "points", {"temperature": 0}, 422, "temperature", "greater than 0"
+    ),
+    ModelCase(
+        "temperature-high", "points", {"temperature": 11}, 422, "temperature", "less than or equal"
+    ),
+    ModelCase(
+        "temperature-text", "points", {"temperature": "hot"}, 422, "temperature", "valid number"
+    ),
+    ModelCase(
+        "temperature-nan", "points", b'{"temperature": NaN}', 422, "temperature", "temperature"
+    ),
+    ModelCase(
+        "temperature-inf", "points", b'{"temperature": Infinity}', 422, "temperature", "less"
+    ),
+    ModelCase("seed-negative", "points", {"seed": -1}, 422, "seed", "greater than or equal to 0"),
+    ModelCase("seed-too-big", "points", {"seed": 2**40}, 422, "seed", "less than or equal"),
+    ModelCase("bad-format", "points", {"format": "gif"}, 422, "format", "'json', 'npy' or 'png'"),
+    ModelCase("extra-field", "points", {"inputs": [[1, 2]]}, 422, "inputs", "Extra inputs"),
+    ModelCase("body-array", "points", [16], 422, "body", "valid dictionary"),
+    ModelCase("unknown-model", "missing", {"n": 2}, 404, "model_id", "no such model"),
 ]
 
-STRICT_SAMPLES: list[tuple[str, str, Any, int, str, str]] = [
-    ("sample-values", "points", {"n": 51}, 422, "n", "EFNF_MAX_SAMPLE_VALUES"),
-    ("sample-work", "points", {"n": 12}, 422, "n", "EFNF_MAX_SAMPLE_WORK"),
+STRICT_SAMPLES: list[ModelCase] = [
+    ModelCase("sample-values", "points", {"n": 51}, 422, "n", "EFNF_MAX_SAMPLE_VALUES"),
+    ModelCase("sample-work", "points", {"n": 12}, 422, "n", "EFNF_MAX_SAMPLE_WORK"),
 ]
 
 
@@ -917,25 +1023,14 @@ def test_bad_builtin_data_set(
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
-@pytest.mark.parametrize(
-    ("kind", "flow", "training", "status", "field", "fragment"),
-    [c[1:] for c in JOBS],
-    ids=_ids(JOBS),
-)
-def test_bad_job(
-    stack: Stack,
-    trained: Trained,
-    kind: str,
-    flow: dict[str, Any],
-    training: dict[str, Any],
-    status: int,
-    field: str,
-    fragment: str,
-) -> None:
-    dataset = trained.points_dataset if kind == "points" else trained.image_dataset
-    base_flow = POINTS_FLOW if kind == "points" else IMAGE_FLOW
-    body = {"dataset_id": dataset["id"], "flow": {**base_flow, **flow}, "training": training}
-    assert_refused(stack.client.post("/v1/jobs", json=body), status, field, fragment)
+@pytest.mark.parametrize("case", JOBS, ids=_ids(JOBS))
+def test_bad_job(stack: Stack, trained: Trained, case: JobCase) -> None:
+    dataset = trained.points_dataset if case.kind == "points" else trained.image_dataset
+    base_flow = POINTS_FLOW if case.kind == "points" else IMAGE_FLOW
+    flow = {**base_flow, **case.flow}
+    body = {"dataset_id": dataset["id"], "flow": flow, "training": case.training}
+    response = stack.client.post("/v1/jobs", json=body)
+    assert_refused(response, case.status, case.field, case.fragment)
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
@@ -952,83 +1047,41 @@ def test_bad_job_body(
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
-@pytest.mark.parametrize(
-    ("model", "request_kwargs", "status", "field", "fragment"),
-    [c[1:] for c in SCORES],
-    ids=_ids(SCORES),
-)
-def test_bad_scoring(
-    stack: Stack,
-    models: dict[str, str],
-    model: str,
-    request_kwargs: dict[str, Any],
-    status: int,
-    field: str,
-    fragment: str,
-) -> None:
-    response = stack.client.post(f"/v1/models/{models[model]}/log-prob", **request_kwargs)
-    assert_refused(response, status, field, fragment)
+@pytest.mark.parametrize("case", SCORES, ids=_ids(SCORES))
+def test_bad_scoring(stack: Stack, models: dict[str, str], case: ModelCase) -> None:
+    response = stack.client.post(f"/v1/models/{models[case.model]}/log-prob", **case.request)
+    assert_refused(response, case.status, case.field, case.fragment)
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
-@pytest.mark.parametrize(
-    ("model", "request_kwargs", "status", "field", "fragment"),
-    [c[1:] for c in STRICT_SCORES],
-    ids=_ids(STRICT_SCORES),
-)
+@pytest.mark.parametrize("case", STRICT_SCORES, ids=_ids(STRICT_SCORES))
 def test_bad_scoring_under_strict_limits(
-    strict: TestClient,
-    models: dict[str, str],
-    model: str,
-    request_kwargs: dict[str, Any],
-    status: int,
-    field: str,
-    fragment: str,
+    strict: TestClient, models: dict[str, str], case: ModelCase
 ) -> None:
-    response = strict.post(f"/v1/models/{models[model]}/log-prob", **request_kwargs)
-    assert_refused(response, status, field, fragment)
+    response = strict.post(f"/v1/models/{models[case.model]}/log-prob", **case.request)
+    assert_refused(response, case.status, case.field, case.fragment)
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
-@pytest.mark.parametrize(
-    ("model", "body", "status", "field", "fragment"), [c[1:] for c in SAMPLES], ids=_ids(SAMPLES)
-)
-def test_bad_sampling(
-    stack: Stack,
-    models: dict[str, str],
-    model: str,
-    body: Any,
-    status: int,
-    field: str,
-    fragment: str,
-) -> None:
-    url = f"/v1/models/{models[model]}/samples"
-    if isinstance(body, bytes):
+@pytest.mark.parametrize("case", SAMPLES, ids=_ids(SAMPLES))
+def test_bad_sampling(stack: Stack, models: dict[str, str], case: ModelCase) -> None:
+    url = f"/v1/models/{models[case.model]}/samples"
+    if isinstance(case.request, bytes):
         response = stack.client.post(
-            url, content=body, headers={"content-type": "application/json"}
+            url, content=case.request, headers={"content-type": "application/json"}
         )
     else:
-        response = stack.client.post(url, json=body)
-    assert_refused(response, status, field, fragment)
+        response = stack.client.post(url, json=case.request)
+    assert_refused(response, case.status, case.field, case.fragment)
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
-@pytest.mark.parametrize(
-    ("model", "body", "status", "field", "fragment"),
-    [c[1:] for c in STRICT_SAMPLES],
-    ids=_ids(STRICT_SAMPLES),
-)
+@pytest.mark.parametrize("case", STRICT_SAMPLES, ids=_ids(STRICT_SAMPLES))
 def test_bad_sampling_under_strict_limits(
-    strict: TestClient,
-    models: dict[str, str],
-    model: str,
-    body: Any,
-    status: int,
-    field: str,
-    fragment: str,
+    strict: TestClient, models: dict[str, str], case: ModelCase
 ) -> None:
-    response = strict.post(f"/v1/models/{models[model]}/samples", json=body)
-    assert_refused(response, status, field, fragment)
+    response = strict.post(f"/v1/models/{models[case.model]}/samples", json=case.request)
+    assert_refused(response, case.status, case.field, case.fragment)
 
 
 # Names, ids, paths and queries: (id, method, url, request kwargs, field, fragment). PostgreSQL

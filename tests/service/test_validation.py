@@ -18,6 +18,20 @@ def assert_error(response, status: int, field: str, fragment: str = "") -> None:
     assert fragment in body["message"], body
 
 
+def test_a_job_over_several_limits_is_told_all_of_them(stack: Stack, trained: Trained) -> None:
+    body = {
+        "dataset_id": trained.points_dataset["id"],
+        "flow": {**POINTS_FLOW, "width": stack.settings.max_width + 1},
+        "training": {"steps": stack.settings.max_steps + 1},
+    }
+    response = stack.client.post("/v1/jobs", json=body)
+    assert_error(response, 422, "training.steps", "EFNF_MAX_STEPS")
+    errors = response.json()["errors"]
+    assert [error["field"] for error in errors] == ["training.steps", "flow.width"], errors
+    assert errors[0]["message"] == response.json()["message"]
+    assert "EFNF_MAX_WIDTH" in errors[1]["message"]
+
+
 def test_job_configs_are_checked_against_the_data_set(stack: Stack, trained: Trained) -> None:
     points = trained.points_dataset["id"]
     post = stack.client.post

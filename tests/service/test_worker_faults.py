@@ -22,7 +22,7 @@ from tests.service.faults import (
     worker_logs,
 )
 from tests.service.payloads import POINTS_FLOW, submit_job
-from tests.service.stack import Stack
+from tests.service.stack import Stack, poll_job
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
 
@@ -107,8 +107,13 @@ def test_hung_training_loop_is_requeued_although_its_heartbeat_thread_lives(
         job = submit_job(stack.client, builtin_points(stack), POINTS_FLOW, training)
         hung = stack.wait_until(job["id"], lambda j: j["state"] == "running" and j["step"] >= 10)
         hung_since = time.monotonic()
-        time.sleep(2.0)
-        beating = stack.client.get(f"/v1/jobs/{job['id']}").json()
+        # Before the stall timeout withholds it, the heartbeat thread keeps beating.
+        beating, _ = poll_job(
+            stack.client,
+            job["id"],
+            lambda j: j["heartbeat_at"] > hung["heartbeat_at"] or j["step"] != 10,
+            timeout_s=stall_timeout_s / 2,
+        )
         assert beating["step"] == 10 and beating["heartbeat_at"] > hung["heartbeat_at"], (
             "the heartbeat thread keeps beating while the loop hangs"
         )

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import re
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
@@ -22,8 +21,8 @@ from app.api.schemas import (
 )
 from app.broker import enqueue_training
 from app.db import crud, lifecycle
-from app.db.models import Job
-from app.limits import check_storage_quota, job_limit_errors
+from app.db.models import Job, JobState
+from app.limits import LimitExceeded, check_storage_quota, job_limit_errors
 from flows.config import check_data_compatible
 
 logger = logging.getLogger(__name__)
@@ -36,7 +35,6 @@ ERRORS = {
     413: {"model": ErrorOut},
     422: {"model": ErrorOut},
 }
-FIELD_IN_MESSAGE = re.compile(r"^((?:flow|training)\.[a-z_]+)")
 
 
 def _validate_against_dataset(session: SessionDep, owner: str, body: JobIn) -> None:
@@ -45,11 +43,8 @@ def _validate_against_dataset(session: SessionDep, owner: str, body: JobIn) -> N
     dataset = crud.get_dataset(session, owner, body.dataset_id) if locked else None
     if dataset is None:
         raise ApiError(422, f"dataset_id {body.dataset_id!r}: no such data set", "dataset_id")
-    try:
-        check_data_compatible(body.flow, dataset.kind, tuple(dataset.shape))
-    except ValueError as error:
-        match = FIELD_IN_MESSAGE.match(str(error))
-        raise ApiError(422, str(error), match.group(1) if match else "flow") from error
+    # An InputError naming its field; app.api.errors answers it with a 422.
+    check_data_compatible(body.flow, dataset.kind, tuple(dataset.shape))
 
 
 @router.post(
@@ -70,10 +65,9 @@ def submit_job(
     (`EFNF_MAX_STEPS`, `EFNF_MAX_BATCH_SIZE`, ...) and estimates of the run's memory and work.
     The answer is the queued job; poll `GET /v1/jobs/{job_id}` for its progress.
     """
-    limit_errors = job_limit_errors(body.flow, body.training, settings)
-    if limit_errors:
-        first = limit_errors[0]
-        raise ApiError(422, first.message, first.field)
+    violations = job_limit_errors(body.flow, body.training, settings)
+    if violations:
+        raise LimitExceeded(violations)
     _validate_against_dataset(session, owner, body)
     # Checkpoints count towards the quota: no new job for a tenant already at it.
     check_storage_quota(
@@ -105,7 +99,7 @@ def list_jobs(
     session: SessionDep,
     settings: SettingsDep,
     owner: OwnerDep,
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+    state: JobState | None = None,
     dataset_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=LARGEST_SQL_INTEGER)] = 0,
