@@ -14,6 +14,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 import numpy as np

@@ -45,6 +45,7 @@ from app.previews import preview_png
 from app.resolution import ResolutionCache
 from app.settings import Settings
 from flows import FlowConfig, TrainConfig
+from flows.config import read_stored
 from flows.data import DataError
 from flows.errors import InverseNotConverged
 
@@ -162,8 +163,8 @@ def list_models(
         ModelOut.from_rows(
             job,
             checkpoint,
-            FlowConfig.model_validate(job.flow_config),
-            TrainConfig.model_validate(job.train_config),
+            read_stored(FlowConfig, job.flow_config),
+            read_stored(TrainConfig, job.train_config),
             clean_metrics(job.latest_metrics or {}),
         )
         for job, checkpoint in crud.list_models(session, owner, limit, offset)
@@ -376,7 +377,7 @@ async def samples(
         raise ApiError(
             422, f"temperature {body.temperature}: sampling failed, {error}", "temperature"
         ) from error
-    kind = "points" if model.loaded.info.flow_config.is_points else "images"
+    kind = model.loaded.info.flow_config.data_kind
     headers = {"X-Efnf-Checkpoint-Id": model.checkpoint.id}
     if body.format == "npy":
         buffer = io.BytesIO()
