@@ -126,13 +126,16 @@ def test_cancel_ends_a_job_inside_one_long_step(
         {"steps": 3, "batch_size": 16, "metric_interval": 1, "checkpoint_interval": 1},
     )
     stack.wait_until(job["id"], lambda j: j["state"] == "running", timeout_s=120)
-    time.sleep(2.0)  # past building the flow, inside the first step
+    # Past building the flow, inside the first step or the validation pass after it: each
+    # takes many seconds here, more than the cancel may (on an idle machine the first step can
+    # finish within these 2 s, so the step seen at the end is 0 or 1).
+    time.sleep(2.0)
     cancelled_at = time.monotonic()
     assert stack.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
     final = stack.wait_for_job(job["id"], states=("cancelled",), timeout_s=60)
     took = time.monotonic() - cancelled_at
     record_property("seconds_to_cancel", round(took, 2))
-    assert took <= CANCEL_WITHIN_S and final["step"] == 0, (took, final)
+    assert took <= CANCEL_WITHIN_S and final["step"] <= 1, (took, final)
     # The worker took the next job: the process that exited was replaced.
     after = submit_job(
         stack.client, trained.points_dataset["id"], POINTS_FLOW, {"steps": 5, "batch_size": 16}
