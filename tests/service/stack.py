@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.db.api_keys import create_api_key
@@ -172,3 +177,24 @@ class Stack:
             f"[{self.name}] job {job_id} never met the condition; last: {job}\n"
             f"--- worker log ---\n{self.worker.log_tail()}"
         )
+
+
+@contextmanager
+def served_over_http(app: FastAPI, **config: Any) -> Iterator[int]:
+    """``app`` served by uvicorn on a free local port, in a thread (real sockets, real HTTP);
+    yields the port. ``config`` goes to ``uvicorn.Config`` (e.g. ``http=`` a protocol class)."""
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **config))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        listener.close()

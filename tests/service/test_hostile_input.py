@@ -24,7 +24,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import func
 from sqlalchemy import select as sql_select
@@ -50,7 +49,7 @@ from tests.service.hostile_files import (
     zip_with_symlink,
 )
 from tests.service.payloads import IMAGE_FLOW, POINTS_FLOW, Trained, submit_job
-from tests.service.stack import Stack, create_key
+from tests.service.stack import Stack, create_key, served_over_http
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(120)]
 
@@ -1183,23 +1182,8 @@ def strict_server(stack: Stack) -> Iterator[tuple[int, str]]:
     """The strict app served by uvicorn on a free port, in a thread; yields the port and the
     Authorization header's value."""
     settings = stack.settings.model_copy(update=STRICT_LIMITS)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), log_level="warning", lifespan="off")
-    )
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield listener.getsockname()[1], stack.client.headers["Authorization"]
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        listener.close()
+    with served_over_http(create_app(settings)) as port:
+        yield port, stack.client.headers["Authorization"]
 
 
 def _stream_chunked_upload(

@@ -6,16 +6,14 @@ answered 408 after EFNF_BODY_READ_TIMEOUT_S."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 
 from app.main import create_app
 from app.transport import protocol_with_head_timeout
-from tests.service.stack import Stack
+from tests.service.stack import Stack, served_over_http
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(60)]
 
@@ -28,28 +26,9 @@ def impatient_server(stack: Stack) -> Iterator[tuple[int, str]]:
     settings = stack.settings.model_copy(
         update={"header_timeout_s": TIMEOUT_S, "body_read_timeout_s": TIMEOUT_S}
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            log_level="warning",
-            lifespan="off",
-            http=protocol_with_head_timeout(settings.header_timeout_s),
-        )
-    )
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield listener.getsockname()[1], stack.client.headers["Authorization"]
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        listener.close()
+    http = protocol_with_head_timeout(settings.header_timeout_s)
+    with served_over_http(create_app(settings), http=http) as port:
+        yield port, stack.client.headers["Authorization"]
 
 
 def _read_until_closed(connection: socket.socket, limit_s: float) -> tuple[bytes, float]:
