@@ -1,7 +1,8 @@
 """An in-process LRU cache of loaded flows, keyed by checkpoint id.
 
 A checkpoint never changes once written, so its id is a safe key: a newer checkpoint of the
-same job is a new entry. Each entry carries a lock that serialises inference on that model.
+same job is a new entry. Inference on a loaded model runs on its batcher's thread
+(``app.batching``), not under a lock here.
 The cache counts its hits, misses and loads for ``/metrics`` (``app.metrics``).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flows import Flow
 from flows.checkpoint import CheckpointInfo, load_flow, read_checkpoint_info
@@ -34,7 +35,6 @@ class LoadedModel:
     checkpoint_id: str
     flow: Flow
     info: CheckpointInfo
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class ModelCache:

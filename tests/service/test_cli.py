@@ -10,20 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
 
-from tests.service.stack import REPO_ROOT, Stack
+from tests.service.stack import REPO_ROOT, Stack, served_over_http
 
 # The CLI speaks HTTP only, so one back end is enough: the embedded default a newcomer runs.
 pytestmark = [
@@ -48,25 +44,9 @@ class LiveServer:
 @pytest.fixture(scope="module")
 def live_server(stack: Stack) -> Iterator[LiveServer]:
     """The stack's API over real HTTP on 127.0.0.1 (a port the OS picks)."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    config = uvicorn.Config(stack.client.app, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
     key = stack.client.headers["authorization"].removeprefix("Bearer ")
-    try:
+    with served_over_http(stack.client.app) as port:
         yield LiveServer(f"http://127.0.0.1:{port}", key)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        listener.close()
 
 
 def efnf(

@@ -15,17 +15,16 @@ import asyncio
 import socket
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
 
 import pytest
-import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from app.transport import QuickAckH11Protocol
+from tests.service.stack import served_over_http
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -51,21 +50,8 @@ async def echo_app(scope, receive, send) -> None:  # type: ignore[no-untyped-def
 
 @contextmanager
 def serving(protocol: type[asyncio.Protocol]) -> Iterator[int]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(echo_app, http=protocol, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
+    with served_over_http(echo_app, http=protocol) as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def median_latency_s(port: int, nodelay: bool, requests: int = 15) -> float:
