@@ -12,7 +12,6 @@ tests fail: ``scripts/install.sh`` installs both (``EFNF_TEST_CHROMIUM`` and
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from tests.service.private_servers import spare_port
 from tests.service.stack import Stack, create_key
 
 pytestmark = [
@@ -53,16 +53,10 @@ JOB_FIELDS = {
 METRIC_POINTS = STEPS // METRIC_INTERVAL
 
 
-def _spare_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def base_url(stack: Stack) -> Iterator[str]:
     """The stack's app served over HTTP (the browser needs a real server), in a thread."""
-    port = _spare_port()
+    port = spare_port()
     config = uvicorn.Config(
         stack.client.app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -23,17 +22,12 @@ from app.db.api_keys import list_api_keys
 from app.db.session import get_engine, session_scope
 from app.key_admin import LOCAL_KEY_FILE, ensure_local_key
 from app.settings import Settings
+from tests.service.private_servers import spare_port
 from tests.service.stack import REPO_ROOT
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(180)]
 
 START_TIMEOUT_S = 90.0
-
-
-def _spare_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_for_health(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -53,7 +47,7 @@ def _wait_for_health(base_url: str, process: subprocess.Popen[bytes], log: Path)
 def test_serve_prints_and_saves_a_local_key_on_first_start(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
     database_url = f"sqlite:///{data_dir}/efnf.sqlite3"
-    port = _spare_port()
+    port = spare_port()
     env = {
         **os.environ,
         "EFNF_DATA_DIR": str(data_dir),

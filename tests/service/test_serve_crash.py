@@ -22,8 +22,9 @@ from app.db.models import Job
 from app.db.session import get_engine, session_scope
 from app.key_admin import LOCAL_KEY_FILE
 from tests.service.payloads import POINTS_FLOW
+from tests.service.private_servers import spare_port
 from tests.service.stack import REPO_ROOT
-from tests.service.test_local_key import _spare_port, _wait_for_health
+from tests.service.test_local_key import _wait_for_health
 
 pytestmark = [pytest.mark.service, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -59,7 +60,7 @@ def _children(pid: int) -> list[int]:
 def test_killed_launcher_takes_its_worker_and_refunds_the_attempt(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
     database_url = f"sqlite:///{data_dir}/efnf.sqlite3"
-    port = _spare_port()
+    port = spare_port()
     env = {
         **os.environ,
         "EFNF_DATA_DIR": str(data_dir),
