@@ -122,8 +122,11 @@ class _Run:
         self.method = self._logdet_method()
         augment_group = config.augment_group or ("D4" if self.is_images else "D8")
         self.augmentations = symmetries_for(flow.config, augment_group) if config.augment else None
+        # Listed once: walking escnn's deep module tree for every step's gradient clip cost
+        # ~10 % of a G-NSF step.
+        self.parameters = list(flow.parameters())
         self.optimizer = torch.optim.AdamW(
-            flow.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+            self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay
         )
 
     def _logdet_method(self) -> str:
@@ -159,7 +162,7 @@ class _Run:
             group["lr"] = self.learning_rate(step)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, config.grad_clip)
         if not torch.isfinite(grad_norm):
             raise TrainingDiverged(step + 1, float("nan"))
         self.optimizer.step()
