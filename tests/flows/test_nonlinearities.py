@@ -32,7 +32,11 @@ def test_residual_point_branches_start_with_a_sharp_lipswish() -> None:
             if isinstance(m, LipSwish)
         }
 
+    # Regular D8 fields (16 values) and trivial fields: beta_0 * sqrt(field size).
     assert betas(FlowConfig(family="residual", group="D8", data_shape=[2], depth=1)) == {
+        round(POINT_RESIDUAL_LIPSWISH_BETA * 4.0, 6)
+    }
+    assert betas(FlowConfig(family="residual", group="trivial", data_shape=[2], depth=1)) == {
         POINT_RESIDUAL_LIPSWISH_BETA
     }
     assert betas(FlowConfig(family="residual", group="C4", data_shape=[1, 4, 4], depth=1)) == {1.0}
