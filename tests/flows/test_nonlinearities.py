@@ -1,4 +1,4 @@
-"""LipSwish stays 1-Lipschitz at every beta, and residual branches on points start sharp."""
+"""LipSwish stays 1-Lipschitz at every beta; residual branches start at beta_0 sqrt(field size)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_lipswish_is_one_lipschitz_at_every_beta(beta: float) -> None:
     assert float(slopes.abs().max()) > 0.99
 
 
-def test_residual_point_branches_start_with_a_sharp_lipswish() -> None:
+def test_residual_branches_start_with_a_lipswish_as_sharp_as_the_field_size_needs() -> None:
     def betas(config: FlowConfig) -> set[float]:
         flow = build_flow(config)
         return {
@@ -39,4 +39,8 @@ def test_residual_point_branches_start_with_a_sharp_lipswish() -> None:
     assert betas(FlowConfig(family="residual", group="trivial", data_shape=[2], depth=1)) == {
         POINT_RESIDUAL_LIPSWISH_BETA
     }
-    assert betas(FlowConfig(family="residual", group="C4", data_shape=[1, 4, 4], depth=1)) == {1.0}
+    # Images: beta_0 = 1, times sqrt(4) for regular C4 fields.
+    assert betas(FlowConfig(family="residual", group="C4", data_shape=[1, 4, 4], depth=1)) == {2.0}
+    assert betas(
+        FlowConfig(family="residual", group="trivial", data_shape=[1, 4, 4], depth=1)
+    ) == {1.0}
