@@ -15,22 +15,24 @@ from typing import Any
 import numpy as np
 
 from app.settings import Settings
-from flows.data import IMAGES, DataError, DataKind, Dataset, read_dataset_file
+from flows.data import IMAGES, DataError, DataKind, Dataset, ReadLimits, read_dataset_file
+
+
+def read_limits(settings: Settings) -> ReadLimits:
+    """The limits an upload is read under, from this service's settings."""
+    return ReadLimits(
+        max_bytes=settings.max_upload_bytes,
+        max_entries=settings.max_archive_entries,
+        max_image_side=settings.max_image_side,
+        max_ratio=settings.max_compression_ratio,
+    )
 
 
 def read_upload(
     content: bytes, filename: str, settings: Settings, kind: DataKind | None = None
 ) -> Dataset:
     """An uploaded file as a validated data set, read under the service's limits."""
-    return read_dataset_file(
-        content,
-        filename,
-        kind,
-        max_bytes=settings.max_upload_bytes,
-        max_entries=settings.max_archive_entries,
-        max_image_side=settings.max_image_side,
-        max_ratio=settings.max_compression_ratio,
-    )
+    return read_dataset_file(content, filename, kind, limits=read_limits(settings))
 
 
 def json_batch(inputs: list[Any]) -> np.ndarray:

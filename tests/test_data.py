@@ -22,6 +22,7 @@ from flows.data import (
     BUILTIN_DATASETS,
     DataError,
     Dataset,
+    ReadLimits,
     dequantize,
     dequantize_midpoint,
     digits,
@@ -822,30 +823,33 @@ def test_npz_declared_size_limit() -> None:
     content = npz_bytes(compressed=True, x=np.zeros((125_000, 2), np.float32))
     assert len(content) < 10_000
     with pytest.raises(DataError, match=r"declares \d+ bytes uncompressed; at most 100000 bytes"):
-        read_dataset_file(content, "bomb.npz", max_bytes=100_000)
-    assert read_dataset_file(content, "bomb.npz", max_bytes=2_000_000).count == 125_000
+        read_dataset_file(content, "bomb.npz", limits=ReadLimits(max_bytes=100_000))
+    assert (
+        read_dataset_file(content, "bomb.npz", limits=ReadLimits(max_bytes=2_000_000)).count
+        == 125_000
+    )
 
 
 def test_zip_limits() -> None:
     entries = {f"{i:03}.png": png_bytes(np.zeros((16, 16), np.uint8)) for i in range(20)}
     archive = zip_bytes(entries)
     with pytest.raises(DataError, match="has more than 10 entries; at most 10"):
-        read_dataset_file(archive, "many.zip", max_entries=10)
+        read_dataset_file(archive, "many.zip", limits=ReadLimits(max_entries=10))
     # Uncompressed PNGs, which the zip compresses well: small archive, large declared size.
     raw = png_bytes(np.zeros((256, 256), np.uint8), compress_level=0)
     inflating = zip_bytes({f"{i}.png": raw for i in range(20)})
     assert len(inflating) < 100_000 < 20 * len(raw)
     with pytest.raises(DataError, match=r"declares \d+ bytes uncompressed; at most 100000"):
-        read_dataset_file(inflating, "inflating.zip", max_bytes=100_000)
+        read_dataset_file(inflating, "inflating.zip", limits=ReadLimits(max_bytes=100_000))
     # Small PNG files can still decode to many pixels; the decoded size is limited too.
     with pytest.raises(DataError, match="would decode to 5120 bytes"):
-        read_dataset_file(archive, "many.zip", max_bytes=5000)
+        read_dataset_file(archive, "many.zip", limits=ReadLimits(max_bytes=5000))
     assert read_dataset_file(archive, "many.zip").count == 20
 
 
 def test_content_size_limit() -> None:
     with pytest.raises(DataError, match="is 12 bytes; at most 10 bytes"):
-        read_dataset_file(b"1,2\n3,4\n5,6\n", "p.csv", max_bytes=10)
+        read_dataset_file(b"1,2\n3,4\n5,6\n", "p.csv", limits=ReadLimits(max_bytes=10))
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -39,6 +40,7 @@ __all__ = [
     "ACCEPTED_EXTENSIONS",
     "MAX_BYTES",
     "MAX_ZIP_ENTRIES",
+    "ReadLimits",
     "read_csv",
     "read_dataset_file",
     "read_npy",
@@ -70,15 +72,38 @@ _PIL_DECODE_ERRORS = (
 )
 
 
+@dataclass(frozen=True)
+class ReadLimits:
+    """What reading one uploaded file may cost; the service builds one from its settings.
+
+    Attributes:
+        max_bytes: the limit on the content's size and on the declared uncompressed (and, for
+            PNG archives, decoded) size of archive members.
+        max_entries: the limit on the number of entries in a .zip or .npz archive.
+        max_image_side: the largest image height or width (checked before a PNG is decoded).
+        max_ratio: the largest decompressed-to-compressed ratio of an archive entry.
+    """
+
+    max_bytes: int = MAX_BYTES
+    max_entries: int = MAX_ZIP_ENTRIES
+    max_image_side: int = MAX_IMAGE_SIDE
+    max_ratio: float = DEFAULT_MAX_RATIO
+
+    def archive(self, max_entry_bytes: int) -> ArchiveLimits:
+        """The limits of an archive read under these limits, whose entries hold at most
+        ``max_entry_bytes`` each."""
+        return ArchiveLimits(self.max_entries, self.max_bytes, max_entry_bytes, self.max_ratio)
+
+
+DEFAULT_LIMITS = ReadLimits()
+
+
 def read_dataset_file(
     content: bytes,
     filename: str,
     kind: DataKind | None = None,
     *,
-    max_bytes: int = MAX_BYTES,
-    max_entries: int = MAX_ZIP_ENTRIES,
-    max_image_side: int = MAX_IMAGE_SIDE,
-    max_ratio: float = DEFAULT_MAX_RATIO,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> Dataset:
     """Reads an uploaded file into a validated Dataset, choosing the reader by extension.
 
@@ -90,11 +115,7 @@ def read_dataset_file(
         content: the file's bytes.
         filename: the file's name, used for the extension and in error messages.
         kind: the expected kind, or None to accept what the file holds.
-        max_bytes: the limit on the content's size and on the declared uncompressed (and, for
-            PNG archives, decoded) size of archive members.
-        max_entries: the limit on the number of entries in a .zip or .npz archive.
-        max_image_side: the largest image height or width (checked before a PNG is decoded).
-        max_ratio: the largest decompressed-to-compressed ratio of an archive entry.
+        limits: sizes, archive entries, image side and compression ratio.
 
     Returns:
         The validated dataset.
@@ -111,35 +132,27 @@ def read_dataset_file(
             f"file {filename!r} has extension {suffix or '(none)'!r}; accepted extensions are "
             f"{', '.join(ACCEPTED_EXTENSIONS)}"
         )
-    if len(content) > max_bytes:
+    if len(content) > limits.max_bytes:
         raise DataError(
-            f"file {filename!r} is {len(content)} bytes; at most {max_bytes} bytes are accepted"
+            f"file {filename!r} is {len(content)} bytes; at most {limits.max_bytes} bytes are "
+            "accepted"
         )
     if suffix == ".csv":
         _check_fixed_kind(filename, POINTS, kind)
         return read_csv(content, filename)
     if suffix == ".zip":
         _check_fixed_kind(filename, IMAGES, kind)
-        return read_png_zip(
-            content,
-            filename,
-            max_bytes=max_bytes,
-            max_entries=max_entries,
-            max_image_side=max_image_side,
-            max_ratio=max_ratio,
-        )
+        return read_png_zip(content, filename, limits=limits)
     if suffix == ".npy":
         values = read_npy(content, filename)
     else:
-        values = read_npz(
-            content, filename, max_bytes=max_bytes, max_entries=max_entries, max_ratio=max_ratio
-        )
+        values = read_npz(content, filename, limits=limits)
     dataset = validate_dataset(values, kind or _infer_kind(values, filename))
-    if dataset.kind == IMAGES and max(dataset.shape[1:]) > max_image_side:
+    side = limits.max_image_side
+    if dataset.kind == IMAGES and max(dataset.shape[1:]) > side:
         _, height, width = dataset.shape
         raise DataError(
-            f"file {filename!r} holds {height}x{width} images; images may be at most "
-            f"{max_image_side}x{max_image_side}"
+            f"file {filename!r} holds {height}x{width} images; images may be at most {side}x{side}"
         )
     return dataset
 
@@ -220,26 +233,19 @@ def _check_declared_size(members: list[zipfile.ZipInfo], filename: str, max_byte
         )
 
 
-def read_npz(
-    content: bytes,
-    filename: str,
-    *,
-    max_bytes: int = MAX_BYTES,
-    max_entries: int = MAX_ZIP_ENTRIES,
-    max_ratio: float = DEFAULT_MAX_RATIO,
-) -> np.ndarray:
+def read_npz(content: bytes, filename: str, *, limits: ReadLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Loads one array from a .npz archive: the one named ``x`` or ``data``, or the only one.
 
-    The members' declared uncompressed sizes are checked against ``max_bytes`` before anything is
-    decompressed, the chosen member is decompressed under the same limit (and ``max_ratio``)
-    counted while reading, and it is parsed with :func:`read_npy` (no unpickling).
+    The members' declared uncompressed sizes are checked against ``limits.max_bytes`` before
+    anything is decompressed, the chosen member is decompressed under the same limit (and
+    ``limits.max_ratio``) counted while reading, and it is parsed with :func:`read_npy` (no
+    unpickling).
 
     Args:
         content: the file's bytes.
         filename: the name used in error messages.
-        max_bytes: the limit on the total declared, and actual, uncompressed size.
-        max_entries: the limit on the number of members.
-        max_ratio: the limit on a member's decompressed-to-compressed ratio.
+        limits: ``max_bytes`` limits the total declared, and actual, uncompressed size;
+            ``max_entries`` the number of members; ``max_ratio`` a member's decompression ratio.
 
     Returns:
         The (not yet validated) array.
@@ -247,10 +253,9 @@ def read_npz(
     Raises:
         DataError: not a zip archive, over a limit, no unambiguous array, or a bad member.
     """
-    limits = ArchiveLimits(max_entries, max_bytes, max_bytes, max_ratio)
-    with ArchiveReader(content, filename, limits) as archive:
+    with ArchiveReader(content, filename, limits.archive(limits.max_bytes)) as archive:
         members = [member for member in archive.members() if not member.is_dir()]
-        _check_declared_size(members, filename, max_bytes)
+        _check_declared_size(members, filename, limits.max_bytes)
         by_name = {member.filename.removesuffix(".npy"): member for member in members}
         chosen = next((by_name[name] for name in NPZ_PREFERRED_NAMES if name in by_name), None)
         if chosen is None and len(by_name) == 1:
@@ -419,31 +424,21 @@ def _pixels_of(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def read_png_zip(
-    content: bytes,
-    filename: str,
-    *,
-    max_bytes: int = MAX_BYTES,
-    max_entries: int = MAX_ZIP_ENTRIES,
-    max_image_side: int = MAX_IMAGE_SIDE,
-    max_ratio: float = DEFAULT_MAX_RATIO,
-) -> Dataset:
+def read_png_zip(content: bytes, filename: str, *, limits: ReadLimits = DEFAULT_LIMITS) -> Dataset:
     """Reads a zip archive of same-sized PNG images, in entry-name order.
 
     Directories, ``__MACOSX/`` and dotfiles are ignored; every other entry must be a relative
     ``.png`` path that is a regular file and appears once. Grayscale (``L``, ``1``, ``LA``,
     16-bit) becomes 1 channel; ``RGB``, ``RGBA`` (alpha dropped), palette and other modes become
-    3 channels. Images larger than ``max_image_side`` are rejected from their header, before
-    decoding.
+    3 channels. Images larger than ``limits.max_image_side`` are rejected from their header,
+    before decoding.
 
     Args:
         content: the archive's bytes.
         filename: the name used in error messages.
-        max_bytes: the limit on the total declared uncompressed size of the entries and on the
-            decoded pixel bytes.
-        max_entries: the limit on the number of entries.
-        max_image_side: the largest height or width of an image.
-        max_ratio: the limit on an entry's decompressed-to-compressed ratio.
+        limits: ``max_bytes`` limits the total declared uncompressed size of the entries and the
+            decoded pixel bytes; ``max_entries`` the number of entries; ``max_image_side`` the
+            height and width of an image; ``max_ratio`` an entry's decompression ratio.
 
     Returns:
         The validated images dataset, uint8 ``(N, C, H, W)``.
@@ -452,9 +447,9 @@ def read_png_zip(
         DataError: a bad archive or entry (named), a limit exceeded, or images that differ in size
             or channel count (the first mismatching entry is named).
     """
-    entry_bytes = min(max_bytes, 8 * max_image_side * max_image_side + PNG_METADATA_BYTES)
-    limits = ArchiveLimits(max_entries, max_bytes, entry_bytes, max_ratio)
-    with ArchiveReader(content, filename, limits) as archive:
+    max_bytes, max_side = limits.max_bytes, limits.max_image_side
+    entry_bytes = min(max_bytes, 8 * max_side * max_side + PNG_METADATA_BYTES)
+    with ArchiveReader(content, filename, limits.archive(entry_bytes)) as archive:
         members = []
         for member in archive.members():
             if member.is_dir() or _is_skipped_entry(member.filename):
@@ -471,7 +466,7 @@ def read_png_zip(
         members.sort(key=lambda member: member.filename)
         images: list[np.ndarray] = []
         for member in members:
-            pixels = _decode_png(archive.read(member), member.filename, filename, max_image_side)
+            pixels = _decode_png(archive.read(member), member.filename, filename, max_side)
             if images:
                 _check_same_shape(images[0], members[0].filename, pixels, member.filename)
             elif pixels.nbytes * len(members) > max_bytes:
