@@ -16,6 +16,7 @@ import numpy as np
 
 from app.settings import Settings
 from flows.data import IMAGES, DataError, DataKind, Dataset, ReadLimits, read_dataset_file
+from flows.errors import FileError
 
 
 def read_limits(settings: Settings) -> ReadLimits:
@@ -57,10 +58,10 @@ def png_batch(files: list[tuple[str, bytes]], settings: Settings) -> np.ndarray:
     try:
         dataset = read_upload(archive.getvalue(), "files.zip", settings, kind=IMAGES)
     except DataError as error:
+        # The archive is built here, so its name means nothing to the client.
+        said = error.without_filename() if isinstance(error, FileError) else str(error)
         names = ", ".join(repr(name) for name, _ in files[:5])
-        # The reader names the archive built here, which the client never sent.
-        message = str(error).replace("of 'files.zip'", "")
         raise DataError(
-            f"files ({names}{', ...' if len(files) > 5 else ''}): {message}", "files"
+            f"files ({names}{', ...' if len(files) > 5 else ''}): {said}", "files"
         ) from None
     return dataset.array

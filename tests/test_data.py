@@ -39,6 +39,7 @@ from flows.data import (
     validate_dataset,
 )
 from flows.data.images import GRID_GROUPS, apply_grid_element
+from flows.errors import FileError
 
 DATA_PACKAGE = Path(__file__).resolve().parents[1] / "flows" / "data"
 
@@ -816,6 +817,26 @@ def test_jpeg_behind_png_name_is_rejected() -> None:
     archive = zip_bytes({"photo.png": buffer.getvalue()})
     with pytest.raises(DataError, match=r"'photo\.png' of 'j\.zip' is not a PNG image"):
         read_dataset_file(archive, "j.zip")
+
+
+def test_reader_errors_carry_the_file_and_entry_as_data() -> None:
+    with pytest.raises(FileError) as caught:
+        read_dataset_file(zip_bytes({"x.png": b"nope"}), "t.zip")
+    assert (caught.value.filename, caught.value.entry) == ("t.zip", "x.png")
+    assert str(caught.value) == (
+        "entry 'x.png' of 't.zip' is not a PNG image (its content is not PNG data)"
+    )
+    assert caught.value.without_filename() == (
+        "entry 'x.png' is not a PNG image (its content is not PNG data)"
+    )
+    with pytest.raises(FileError) as caught:
+        read_dataset_file(b"", "p.csv")
+    assert (caught.value.filename, caught.value.entry) == ("p.csv", None)
+    assert (
+        caught.value.without_filename()
+        == caught.value.problem
+        == ("has no data rows; expected one numeric row per point")
+    )
 
 
 def test_npz_declared_size_limit() -> None:

@@ -4,7 +4,8 @@ Uploads are untrusted: nothing is unpickled, sizes are checked against limits fr
 headers *before* anything is allocated or decompressed, archives are opened through
 :mod:`flows.data.archives` (entry count, names, links, duplicates, and decompressed sizes counted
 while reading), PNG headers are checked against the pixel cap before decoding, and every failure
-is a :class:`DataError` naming the file or entry and the problem.
+is a :class:`DataError`, most of them a :class:`FileError` that names the file and entry as
+data beside the problem.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from flows.data.dataset import (
     Dataset,
     validate_dataset,
 )
+from flows.data.errors import FileError
 
 __all__ = [
     "ACCEPTED_EXTENSIONS",
@@ -128,14 +130,14 @@ def read_dataset_file(
         raise DataError(f"kind {kind!r} is unknown; use 'images', 'points' or None")
     suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
     if suffix not in ACCEPTED_EXTENSIONS:
-        raise DataError(
-            f"file {filename!r} has extension {suffix or '(none)'!r}; accepted extensions are "
-            f"{', '.join(ACCEPTED_EXTENSIONS)}"
+        raise FileError(
+            filename,
+            f"has extension {suffix or '(none)'!r}; accepted extensions are "
+            f"{', '.join(ACCEPTED_EXTENSIONS)}",
         )
     if len(content) > limits.max_bytes:
-        raise DataError(
-            f"file {filename!r} is {len(content)} bytes; at most {limits.max_bytes} bytes are "
-            "accepted"
+        raise FileError(
+            filename, f"is {len(content)} bytes; at most {limits.max_bytes} bytes are accepted"
         )
     if suffix == ".csv":
         _check_fixed_kind(filename, POINTS, kind)
@@ -151,17 +153,18 @@ def read_dataset_file(
     side = limits.max_image_side
     if dataset.kind == IMAGES and max(dataset.shape[1:]) > side:
         _, height, width = dataset.shape
-        raise DataError(
-            f"file {filename!r} holds {height}x{width} images; images may be at most {side}x{side}"
+        raise FileError(
+            filename, f"holds {height}x{width} images; images may be at most {side}x{side}"
         )
     return dataset
 
 
 def _check_fixed_kind(filename: str, holds: DataKind, kind: DataKind | None) -> None:
     if kind is not None and kind != holds:
-        raise DataError(
-            f"file {filename!r} holds {holds} but {kind} were requested; .csv files hold points "
-            "and .zip files hold PNG images (use .npy or .npz for either)"
+        raise FileError(
+            filename,
+            f"holds {holds} but {kind} were requested; .csv files hold points "
+            "and .zip files hold PNG images (use .npy or .npz for either)",
         )
 
 
@@ -170,9 +173,10 @@ def _infer_kind(values: np.ndarray, filename: str) -> DataKind:
         return POINTS
     if values.ndim in (3, 4):
         return IMAGES
-    raise DataError(
-        f"file {filename!r} holds an array of shape {values.shape} (rank {values.ndim}); expected "
-        "rank 2 (N, D) points or rank 3 (N, H, W) / rank 4 (N, C, H, W) images"
+    raise FileError(
+        filename,
+        f"holds an array of shape {values.shape} (rank {values.ndim}); expected "
+        "rank 2 (N, D) points or rank 3 (N, H, W) / rank 4 (N, C, H, W) images",
     )
 
 
@@ -197,39 +201,40 @@ def read_npy(content: bytes, name: str) -> np.ndarray:
         elif version == (2, 0):
             shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
         else:
-            raise DataError(
-                f"{name!r} is a .npy file of format version {version}; versions 1.0 and 2.0 "
-                "(what numpy writes for numeric arrays) are accepted"
+            raise FileError(
+                name,
+                f"is a .npy file of format version {version}; versions 1.0 and 2.0 "
+                "(what numpy writes for numeric arrays) are accepted",
             )
     except (ValueError, EOFError) as error:
         if isinstance(error, DataError):
             raise
-        raise DataError(f"{name!r} is not a valid .npy file: {error}") from None
+        raise FileError(name, f"is not a valid .npy file: {error}") from None
     if dtype.hasobject:
-        raise DataError(
-            f"{name!r} contains Python objects (pickle); only numeric arrays are accepted"
-        )
+        raise FileError(name, "contains Python objects (pickle); only numeric arrays are accepted")
     # np.load allocates the declared shape before reading, so a lying header could ask for
     # terabytes; the data must actually be present first.
     declared = math.prod(shape) * dtype.itemsize
     available = len(content) - stream.tell()
     if declared > available:
-        raise DataError(
-            f"{name!r} is truncated or corrupt: its header declares shape {shape} of {dtype} "
-            f"({declared} bytes) but only {available} bytes of data follow"
+        raise FileError(
+            name,
+            f"is truncated or corrupt: its header declares shape {shape} of {dtype} "
+            f"({declared} bytes) but only {available} bytes of data follow",
         )
     try:
         return np.load(io.BytesIO(content), allow_pickle=False)
     except (ValueError, EOFError, OSError) as error:
-        raise DataError(f"{name!r} could not be read as a .npy file: {error}") from None
+        raise FileError(name, f"could not be read as a .npy file: {error}") from None
 
 
 def _check_declared_size(members: list[zipfile.ZipInfo], filename: str, max_bytes: int) -> None:
     declared = sum(member.file_size for member in members)
     if declared > max_bytes:
-        raise DataError(
-            f"{filename!r} declares {declared} bytes uncompressed; at most {max_bytes} bytes are "
-            "accepted (possible zip bomb)"
+        raise FileError(
+            filename,
+            f"declares {declared} bytes uncompressed; at most {max_bytes} bytes are "
+            "accepted (possible zip bomb)",
         )
 
 
@@ -261,9 +266,10 @@ def read_npz(content: bytes, filename: str, *, limits: ReadLimits = DEFAULT_LIMI
         if chosen is None and len(by_name) == 1:
             chosen = next(iter(by_name.values()))
         if chosen is None:
-            raise DataError(
-                f"{filename!r} holds arrays {sorted(by_name)}; name the dataset array 'x' or "
-                "'data', or store exactly one array"
+            raise FileError(
+                filename,
+                f"holds arrays {sorted(by_name)}; name the dataset array 'x' or "
+                "'data', or store exactly one array",
             )
         member_bytes = archive.read(chosen)
     return read_npy(member_bytes, f"{filename}:{chosen.filename}")
@@ -291,14 +297,16 @@ def _bounded_lines(text: str, filename: str) -> Iterator[str]:
     for line_number, line in enumerate(io.StringIO(text, newline=""), start=1):
         separators = line.count(",")
         if separators >= MAX_POINT_DIM:
-            raise DataError(
-                f"{filename!r} line {line_number} has {separators + 1} columns; at most "
-                f"{MAX_POINT_DIM} are accepted"
+            raise FileError(
+                filename,
+                f"line {line_number} has {separators + 1} columns; at most "
+                f"{MAX_POINT_DIM} are accepted",
             )
         if len(line) > MAX_CSV_LINE_CHARS:
-            raise DataError(
-                f"{filename!r} line {line_number} is {len(line)} characters long; a row of at "
-                f"most {MAX_POINT_DIM} numbers fits in {MAX_CSV_LINE_CHARS}"
+            raise FileError(
+                filename,
+                f"line {line_number} is {len(line)} characters long; a row of at "
+                f"most {MAX_POINT_DIM} numbers fits in {MAX_CSV_LINE_CHARS}",
             )
         yield line
 
@@ -322,7 +330,7 @@ def read_csv(content: bytes, filename: str) -> Dataset:
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise DataError(f"{filename!r} is not UTF-8 text: {error}") from None
+        raise FileError(filename, f"is not UTF-8 text: {error}") from None
     values = array.array("d")
     columns: int | None = None
     rows = 0
@@ -336,18 +344,18 @@ def read_csv(content: bytes, filename: str) -> Dataset:
             if columns is None:
                 columns = len(row)
                 if columns > MAX_POINT_DIM:
-                    raise DataError(
-                        f"{filename!r} line {line} has {columns} columns; at most "
-                        f"{MAX_POINT_DIM} are accepted"
+                    raise FileError(
+                        filename,
+                        f"line {line} has {columns} columns; at most {MAX_POINT_DIM} are accepted",
                     )
                 if all(value is None for value in parsed):
                     continue
             values.extend(_numeric_row(row, parsed, columns, filename, line))
             rows += 1
     except csv.Error as error:
-        raise DataError(f"{filename!r} is not valid CSV: {error}") from None
+        raise FileError(filename, f"is not valid CSV: {error}") from None
     if rows == 0:
-        raise DataError(f"{filename!r} has no data rows; expected one numeric row per point")
+        raise FileError(filename, "has no data rows; expected one numeric row per point")
     assert columns is not None
     points = np.frombuffer(values, dtype=np.float64).reshape(rows, columns)
     return validate_dataset(points, POINTS)
@@ -358,21 +366,24 @@ def _numeric_row(
 ) -> list[float]:
     """Returns the row's numbers, or raises naming the line if it is ragged or not all numeric."""
     if len(row) != columns:
-        raise DataError(
-            f"{filename!r} line {line} has {len(row)} fields but earlier rows have {columns}; "
-            "every row must have the same number of columns"
+        raise FileError(
+            filename,
+            f"line {line} has {len(row)} fields but earlier rows have {columns}; "
+            "every row must have the same number of columns",
         )
     for column, (field, value) in enumerate(zip(row, parsed, strict=True), start=1):
         if value is None:
             shown = field if len(field) <= 40 else field[:37] + "..."
-            raise DataError(
-                f"{filename!r} line {line}, column {column}: {shown!r} is not a number; data rows "
-                "must be numeric (only the first row may hold column names)"
+            raise FileError(
+                filename,
+                f"line {line}, column {column}: {shown!r} is not a number; data rows "
+                "must be numeric (only the first row may hold column names)",
             )
         if not math.isfinite(value):
-            raise DataError(
-                f"{filename!r} line {line}, column {column}: {field.strip()!r} is not a finite "
-                "number; coordinates must be finite"
+            raise FileError(
+                filename,
+                f"line {line}, column {column}: {field.strip()!r} is not a finite "
+                "number; coordinates must be finite",
             )
     return [value for value in parsed if value is not None]
 
@@ -389,7 +400,6 @@ def _decode_png(data: bytes, entry: str, filename: str, max_side: int) -> np.nda
     ``max_side`` (and the pixel count against ``max_side ** 2``) before any pixel is decoded;
     Pillow's own decompression-bomb warning counts as an error too.
     """
-    where = f"entry {entry!r} of {filename!r}"
     max_pixels = max_side * max_side
     try:
         with warnings.catch_warnings():
@@ -397,20 +407,24 @@ def _decode_png(data: bytes, entry: str, filename: str, max_side: int) -> np.nda
             with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
                 width, height = image.size
                 if width * height > max_pixels or max(width, height) > max_side:
-                    raise DataError(
-                        f"{where} is {width}x{height} pixels; images may be at most "
-                        f"{max_side}x{max_side} ({max_pixels} pixels)"
+                    raise FileError(
+                        filename,
+                        f"is {width}x{height} pixels; images may be at most "
+                        f"{max_side}x{max_side} ({max_pixels} pixels)",
+                        entry=entry,
                     )
                 image.load()
                 return _pixels_of(image)
     except UnidentifiedImageError:
-        raise DataError(f"{where} is not a PNG image (its content is not PNG data)") from None
+        raise FileError(
+            filename, "is not a PNG image (its content is not PNG data)", entry=entry
+        ) from None
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise DataError(f"{where} is a decompression bomb: {error}") from None
+        raise FileError(filename, f"is a decompression bomb: {error}", entry=entry) from None
     except _PIL_DECODE_ERRORS as error:
-        raise DataError(f"{where} is a corrupt or unsafe PNG: {error}") from None
+        raise FileError(filename, f"is a corrupt or unsafe PNG: {error}", entry=entry) from None
 
 
 def _pixels_of(image: Image.Image) -> np.ndarray:
@@ -455,13 +469,14 @@ def read_png_zip(content: bytes, filename: str, *, limits: ReadLimits = DEFAULT_
             if member.is_dir() or _is_skipped_entry(member.filename):
                 continue
             if not member.filename.lower().endswith(".png"):
-                raise DataError(
-                    f"entry {member.filename!r} of {filename!r} is not a .png file; the archive "
-                    "may hold only PNG images"
+                raise FileError(
+                    filename,
+                    "is not a .png file; the archive may hold only PNG images",
+                    entry=member.filename,
                 )
             members.append(member)
         if not members:
-            raise DataError(f"{filename!r} contains no .png images")
+            raise FileError(filename, "contains no .png images")
         _check_declared_size(members, filename, max_bytes)
         members.sort(key=lambda member: member.filename)
         images: list[np.ndarray] = []
@@ -470,10 +485,11 @@ def read_png_zip(content: bytes, filename: str, *, limits: ReadLimits = DEFAULT_
             if images:
                 _check_same_shape(images[0], members[0].filename, pixels, member.filename)
             elif pixels.nbytes * len(members) > max_bytes:
-                raise DataError(
-                    f"{filename!r} would decode to {pixels.nbytes * len(members)} bytes "
+                raise FileError(
+                    filename,
+                    f"would decode to {pixels.nbytes * len(members)} bytes "
                     f"({len(members)} images of shape {pixels.shape}); at most {max_bytes} bytes "
-                    "are accepted"
+                    "are accepted",
                 )
             images.append(pixels)
     return validate_dataset(np.stack(images).transpose(0, 3, 1, 2), IMAGES)

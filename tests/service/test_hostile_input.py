@@ -771,7 +771,8 @@ SCORES: list[ModelCase] = [
         {"files": _png_files(other_format(DIGIT, "JPEG"))},
         422,
         "files",
-        "not a PNG",
+        # The entry is named; the archive the service built around the files is not.
+        "files ('0.png'): entry '000000.png' is not a PNG",
     ),
     ModelCase(
         "png-truncated",
