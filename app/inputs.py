@@ -15,22 +15,25 @@ from typing import Any
 import numpy as np
 
 from app.settings import Settings
-from flows.data import IMAGES, DataError, DataKind, Dataset, read_dataset_file
+from flows.data import IMAGES, DataError, DataKind, Dataset, ReadLimits, read_dataset_file
+from flows.errors import FileError
+
+
+def read_limits(settings: Settings) -> ReadLimits:
+    """The limits an upload is read under, from this service's settings."""
+    return ReadLimits(
+        max_bytes=settings.max_upload_bytes,
+        max_entries=settings.max_archive_entries,
+        max_image_side=settings.max_image_side,
+        max_ratio=settings.max_compression_ratio,
+    )
 
 
 def read_upload(
     content: bytes, filename: str, settings: Settings, kind: DataKind | None = None
 ) -> Dataset:
     """An uploaded file as a validated data set, read under the service's limits."""
-    return read_dataset_file(
-        content,
-        filename,
-        kind,
-        max_bytes=settings.max_upload_bytes,
-        max_entries=settings.max_archive_entries,
-        max_image_side=settings.max_image_side,
-        max_ratio=settings.max_compression_ratio,
-    )
+    return read_dataset_file(content, filename, kind, limits=read_limits(settings))
 
 
 def json_batch(inputs: list[Any]) -> np.ndarray:
@@ -55,10 +58,10 @@ def png_batch(files: list[tuple[str, bytes]], settings: Settings) -> np.ndarray:
     try:
         dataset = read_upload(archive.getvalue(), "files.zip", settings, kind=IMAGES)
     except DataError as error:
+        # The archive is built here, so its name means nothing to the client.
+        said = error.without_filename() if isinstance(error, FileError) else str(error)
         names = ", ".join(repr(name) for name, _ in files[:5])
-        # The reader names the archive built here, which the client never sent.
-        message = str(error).replace("of 'files.zip'", "")
         raise DataError(
-            f"files ({names}{', ...' if len(files) > 5 else ''}): {message}", "files"
+            f"files ({names}{', ...' if len(files) > 5 else ''}): {said}", "files"
         ) from None
     return dataset.array

@@ -9,25 +9,54 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from experiments.coupling import run_coupling
-from experiments.digits import run_digits
-from experiments.peers import run_peers
+from experiments.coupling import evaluate_coupling, render_coupling, run_coupling
+from experiments.digits import evaluate_digits, render_digits, run_digits
+from experiments.peers import render_peers, run_peers
 from experiments.report import Section
 from experiments.scales import FULL, QUICK, Scale
-from experiments.synthetic import run_synthetic
+from experiments.synthetic import evaluate_synthetic, render_synthetic, run_synthetic
 
-PARTS = {
-    "1": ("synthetic", lambda scale, out: run_synthetic(scale.synthetic, out)),
-    "2": ("digits", lambda scale, out: run_digits(scale.digits, out)),
-    "3": ("coupling", lambda scale, out: run_coupling(scale.coupling, out)),
-    "5": ("peers", lambda scale, out: run_peers(scale.name == "quick")),
-}
 REPORT = "report.md"
 RESULTS = "results.json"
+CHECKPOINTS = "checkpoints"
+
+# A part trains (run_*), evaluates (evaluate_*) and renders (render_*); here they are chained,
+# and each part gives its report section and its entry in results.json.
+PartRunner = Callable[[Scale, Path], tuple[Section, dict[str, Any]]]
+
+
+def _synthetic(scale: Scale, out_dir: Path) -> tuple[Section, dict[str, Any]]:
+    result = evaluate_synthetic(run_synthetic(scale.synthetic, out_dir / CHECKPOINTS))
+    return render_synthetic(result, out_dir), result.numbers()
+
+
+def _digits(scale: Scale, out_dir: Path) -> tuple[Section, dict[str, Any]]:
+    result = evaluate_digits(run_digits(scale.digits, out_dir / CHECKPOINTS))
+    return render_digits(result, out_dir), result.numbers()
+
+
+def _coupling(scale: Scale, out_dir: Path) -> tuple[Section, dict[str, Any]]:
+    result = evaluate_coupling(run_coupling(scale.coupling, out_dir / CHECKPOINTS))
+    return render_coupling(result, out_dir), result.numbers()
+
+
+def _peers(scale: Scale, out_dir: Path) -> tuple[Section, dict[str, Any]]:
+    result = run_peers(scale.name == "quick")
+    return render_peers(result), result.numbers()
+
+
+PARTS: dict[str, tuple[str, PartRunner]] = {
+    "1": ("synthetic", _synthetic),
+    "2": ("digits", _digits),
+    "3": ("coupling", _coupling),
+    "5": ("peers", _peers),
+}
 
 
 def _parts(value: str) -> list[str]:

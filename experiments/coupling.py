@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,16 @@ from flows import Flow, FlowConfig
 from flows.data import dequantize, image_patches
 from flows.metrics import average_group_bpd, bits_per_dim, equivariance_error
 
-__all__ = ["COUPLING_MODELS", "CouplingScale", "run_coupling"]
+__all__ = [
+    "COUPLING_MODELS",
+    "CouplingResult",
+    "CouplingRuns",
+    "CouplingScale",
+    "ModelResult",
+    "evaluate_coupling",
+    "render_coupling",
+    "run_coupling",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +80,51 @@ def _coupling_config(group: str, split: str, depth: int, width: int = 8) -> Flow
     )
 
 
-def run_coupling(scale: CouplingScale, out_dir: Path) -> tuple[Section, dict]:
-    """Trains every coupling model; returns the section and its numbers."""
-    section = Section("3. Coupling ablation on D4-augmented RGB patches (paper Fig. 4)")
+@dataclass(frozen=True)
+class CouplingRuns:
+    """The trained models by label (:data:`COUPLING_MODELS`), the dequantized test patches and
+    how many of them the training curve used, and how long training took."""
+
+    scale: CouplingScale
+    runs: dict[str, RunResult]
+    test: torch.Tensor
+    curve_items: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model's numbers, and its curve of (step, average group test bpd on the curve set)."""
+
+    group: str
+    width: int
+    parameters: int
+    test_bpd: float
+    average_group_bpd: float
+    invariance_error: float
+    steps_per_second: float
+    curve: list[tuple[int, float]]
+
+
+@dataclass(frozen=True)
+class CouplingResult:
+    """Part 3's numbers by label; :meth:`numbers` is its entry in ``results.json``."""
+
+    scale: CouplingScale
+    models: dict[str, ModelResult]
+    test_items: int
+    curve_items: int
+    seconds: float
+
+    def numbers(self) -> dict[str, Any]:
+        # Curve points are tuples here and [step, value] lists in results.json.
+        results = {label: asdict(model) for label, model in self.models.items()}
+        return {"seconds": self.seconds, "results": results}
+
+
+def run_coupling(scale: CouplingScale, checkpoint_dir: Path) -> CouplingRuns:
+    """Trains every coupling model at the width that meets the budget, with the average group
+    test bpd on a fixed set of test patches at every metric step."""
     started = time.perf_counter()
     patches = image_patches(
         scale.train_items + scale.test_items,
@@ -88,72 +140,91 @@ def run_coupling(scale: CouplingScale, out_dir: Path) -> tuple[Section, dict]:
     def curve_probe(flow: Flow) -> dict[str, float]:
         return {"test_average_group_bpd": average_group_bpd(flow, curve_set, SYMMETRY)}
 
-    records: dict[str, RunResult] = {}
+    runs: dict[str, RunResult] = {}
     for label, group, split in COUPLING_MODELS:
         width, _ = width_for_budget(_coupling_config(group, split, scale.depth), scale.budget)
         config = _coupling_config(group, split, scale.depth, width)
-        records[label] = run_training(
+        runs[label] = run_training(
             f"patches-coupling-{group}-{split}",
             config,
             # The non-equivariant baseline also gets random D4 elements per batch, as in the paper.
             image_train_config(scale, augment=group == "trivial", augment_group=SYMMETRY),
             train_patches,
-            out_dir / "checkpoints",
+            checkpoint_dir,
             probe=curve_probe,
         )
-    results: dict[str, dict] = {}
-    for label, run in records.items():
-        with torch.no_grad():
-            log_prob = run.flow.log_prob(test)
-        results[label] = {
-            "group": run.flow.config.group,
-            "width": run.flow.config.width,
-            "parameters": run.parameters,
-            "test_bpd": float(bits_per_dim(log_prob, run.flow.dim).mean()),
-            "average_group_bpd": average_group_bpd(run.flow, test, SYMMETRY),
-            "invariance_error": equivariance_error(run.flow, test[:64], SYMMETRY, method="auto"),
-            "steps_per_second": run.steps_per_second,
-            "curve": [[p.step, p.metrics["test_average_group_bpd"]] for p in run.curve],
-        }
+    return CouplingRuns(scale, runs, test, len(curve_set), time.perf_counter() - started)
+
+
+def _evaluate_model(run: RunResult, test: torch.Tensor) -> ModelResult:
+    with torch.no_grad():
+        log_prob = run.flow.log_prob(test)
+    return ModelResult(
+        group=run.flow.config.group,
+        width=run.flow.config.width,
+        parameters=run.parameters,
+        test_bpd=float(bits_per_dim(log_prob, run.flow.dim).mean()),
+        average_group_bpd=average_group_bpd(run.flow, test, SYMMETRY),
+        invariance_error=equivariance_error(run.flow, test[:64], SYMMETRY, method="auto"),
+        steps_per_second=run.steps_per_second,
+        curve=[(p.step, p.metrics["test_average_group_bpd"]) for p in run.curve],
+    )
+
+
+def evaluate_coupling(trained: CouplingRuns) -> CouplingResult:
+    """Every model's test bpd, average group bpd and invariance error on the test patches."""
+    started = time.perf_counter()
+    models = {label: _evaluate_model(run, trained.test) for label, run in trained.runs.items()}
+    seconds = trained.seconds + time.perf_counter() - started
+    return CouplingResult(trained.scale, models, len(trained.test), trained.curve_items, seconds)
+
+
+def _figure(result: CouplingResult, path: Path) -> Path:
+    """Average group test bpd against training steps, one line per model."""
     figure, ax = plt.subplots(figsize=(6, 4))
-    for label, entry in results.items():
-        steps, values = np.asarray(entry["curve"]).T
+    for label, model in result.models.items():
+        steps, values = np.asarray(model.curve).T
         ax.plot(
             steps,
             values,
             marker="o",
             markersize=2,
-            label=f"{label} ({entry['parameters']} params)",
+            label=f"{label} ({model.parameters} params)",
         )
     ax.set_xlabel("training step")
-    ax.set_ylabel(f"average {SYMMETRY} test bpd ({len(curve_set)} patches)")
+    ax.set_ylabel(f"average {SYMMETRY} test bpd ({result.curve_items} patches)")
     ax.legend(fontsize=7)
-    path = save_figure(figure, out_dir / "figures" / "coupling_group_bpd.png")
-    seconds = time.perf_counter() - started
+    return save_figure(figure, path)
 
+
+def render_coupling(result: CouplingResult, out_dir: Path) -> Section:
+    """Part 3's section of the report, and its figure under ``out_dir``."""
+    scale = result.scale
+    path = _figure(result, out_dir / "figures" / "coupling_group_bpd.png")
+    section = Section("3. Coupling ablation on D4-augmented RGB patches (paper Fig. 4)")
     section.text(
-        f"{scale.train_items} training and {len(test)} test {PATCH_SIZE}×{PATCH_SIZE} RGB patches "
-        "of scikit-learn's two sample photographs, each moved by a random D4 element; budget "
-        f"{scale.budget} parameters per model (width matched per model), depth {scale.depth}, "
-        f"{scale.steps} steps of batch {scale.batch_size}, Adam lr {scale.learning_rate}. "
-        "The non-equivariant flow is also trained with random D4 elements per batch. Invariance "
-        "error over D4 in nats on 64 test patches."
+        f"{scale.train_items} training and {result.test_items} test {PATCH_SIZE}×{PATCH_SIZE} "
+        "RGB patches of scikit-learn's two sample photographs, each moved by a random D4 "
+        f"element; budget {scale.budget} parameters per model (width matched per model), depth "
+        f"{scale.depth}, {scale.steps} steps of batch {scale.batch_size}, Adam lr "
+        f"{scale.learning_rate}. The non-equivariant flow is also trained with random D4 "
+        "elements per batch. Invariance error over D4 in nats on 64 test patches."
     )
     section.table(
         ["model", "width", "params", "test bpd", "avg D4 test bpd", "inv. err D4", "steps/s"],
         [
             [
                 label,
-                r["width"],
-                r["parameters"],
-                r["test_bpd"],
-                r["average_group_bpd"],
-                r["invariance_error"],
-                r["steps_per_second"],
+                r.width,
+                r.parameters,
+                r.test_bpd,
+                r.average_group_bpd,
+                r.invariance_error,
+                r.steps_per_second,
             ]
-            for label, r in results.items()
+            for label, r in result.models.items()
         ],
     )
     section.figure(path, out_dir, "Average D4 test bpd against training steps.")
-    section.text(f"Part 3 took {seconds:.0f} s.")
-    return section, {"seconds": seconds, "results": results}
+    section.text(f"Part 3 took {result.seconds:.0f} s.")
+    return section

@@ -11,8 +11,9 @@ bpd over D4 use the exact log-det (64 dimensions) under uniform dequantization w
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,12 +21,20 @@ from matplotlib import pyplot as plt
 
 from experiments.budget import widest_within
 from experiments.report import Section, save_figure
-from experiments.runs import RunResult, image_train_config, run_training
+from experiments.runs import CurvePoint, RunResult, image_train_config, run_training
 from flows import FlowConfig
 from flows.data import dequantize, rotated_digits
 from flows.metrics import average_group_bpd, bits_per_dim, equivariance_error
 
-__all__ = ["DigitsScale", "run_digits"]
+__all__ = [
+    "DigitsResult",
+    "DigitsRuns",
+    "DigitsScale",
+    "ModelResult",
+    "evaluate_digits",
+    "render_digits",
+    "run_digits",
+]
 
 DATA_SEED = 0
 SPLIT_SEED = 1
@@ -56,21 +65,60 @@ def _split(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return images[order[n_test:]], images[order[:n_test]]
 
 
-@torch.no_grad()
-def _evaluate(run: RunResult, test: torch.Tensor) -> dict[str, float]:
-    log_prob = run.flow.log_prob(test, method="exact")
-    return {
-        "test_bpd": float(bits_per_dim(log_prob, run.flow.dim).mean()),
-        "average_group_bpd": average_group_bpd(run.flow, test, SYMMETRY, method="exact"),
-        "invariance_error": equivariance_error(run.flow, test[:16], SYMMETRY, method="exact"),
-    }
+@dataclass(frozen=True)
+class DigitsRuns:
+    """The baseline and the E-Resflows by label (the baseline's is :data:`BASELINE`), the split's
+    sizes and the dequantized test digits, and how long training took."""
+
+    scale: DigitsScale
+    runs: dict[str, RunResult]
+    train_items: int
+    test_items: int
+    test: torch.Tensor
+    seconds: float
 
 
-def run_digits(scale: DigitsScale, out_dir: Path) -> tuple[Section, dict]:
-    """Trains the baseline and the E-Resflows; returns the section and its numbers."""
-    section = Section(
-        "2. Rotated digits: augmented Resflow vs E-Resflow (Rotation MNIST stand-in)"
-    )
+@dataclass(frozen=True)
+class ModelResult:
+    """One model's numbers: size, test metrics (exact log-det) and its training curve's."""
+
+    group: str
+    width: int
+    parameters: int
+    parameter_ratio: float
+    test_bpd: float
+    average_group_bpd: float
+    invariance_error: float
+    final_val_bpd: float
+    steps_to_target: int | None  # None: never reached the baseline's final validation bpd
+    steps_per_second: float
+
+
+@dataclass(frozen=True)
+class DigitsResult:
+    """Part 2's numbers by label and the validation curves the figure shows; :meth:`numbers` is
+    its entry in ``results.json``."""
+
+    scale: DigitsScale
+    models: dict[str, ModelResult]
+    curves: dict[str, list[CurvePoint]]
+    target_val_bpd: float
+    train_items: int
+    test_items: int
+    eval_items: int
+    seconds: float
+
+    def numbers(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "target_val_bpd": self.target_val_bpd,
+            "results": {label: asdict(model) for label, model in self.models.items()},
+        }
+
+
+def run_digits(scale: DigitsScale, checkpoint_dir: Path) -> DigitsRuns:
+    """Trains the augmented baseline, then each E-Resflow at the widest width within each
+    fraction of the baseline's parameters (a width met twice is trained once)."""
     started = time.perf_counter()
     train_images, test_images = _split(rotated_digits(None, seed=DATA_SEED, group=SYMMETRY))
     generator = torch.Generator().manual_seed(EVAL_NOISE_SEED)
@@ -84,16 +132,16 @@ def run_digits(scale: DigitsScale, out_dir: Path) -> tuple[Section, dict]:
         depth=scale.depth,
         width=scale.baseline_width,
     )
-    records: dict[str, RunResult] = {
+    runs: dict[str, RunResult] = {
         BASELINE: run_training(
             "digits-resflow-augmented",
             baseline_config,
             image_train_config(scale, True, SYMMETRY),
             train_images,
-            out_dir / "checkpoints",
+            checkpoint_dir,
         )
     }
-    baseline_parameters = records[BASELINE].parameters
+    baseline_parameters = runs[BASELINE].parameters
     for group in scale.groups:
         template = FlowConfig(family="residual", group=group, data_shape=shape, depth=scale.depth)
         chosen: set[int] = set()
@@ -103,50 +151,94 @@ def run_digits(scale: DigitsScale, out_dir: Path) -> tuple[Section, dict]:
                 continue
             chosen.add(width)
             config = template.model_copy(update={"width": width})
-            label = f"E-Resflow {group} width {width}"
-            records[label] = run_training(
+            runs[f"E-Resflow {group} width {width}"] = run_training(
                 f"digits-{group}-w{width}",
                 config,
                 image_train_config(scale, False, SYMMETRY),
                 train_images,
-                out_dir / "checkpoints",
+                checkpoint_dir,
             )
-    target = records[BASELINE].curve[-1].metrics["val_bpd"]
-    results: dict[str, dict] = {}
-    for label, run in records.items():
-        results[label] = {
-            "group": run.flow.config.group,
-            "width": run.flow.config.width,
-            "parameters": run.parameters,
-            "parameter_ratio": run.parameters / baseline_parameters,
-            **_evaluate(run, test),
-            "final_val_bpd": run.curve[-1].metrics["val_bpd"],
-            "steps_to_target": run.first_step_reaching("val_bpd", target),
-            "steps_per_second": run.steps_per_second,
-        }
-    figure, ax = plt.subplots(figsize=(6, 4))
-    for label, run in records.items():
-        ax.plot(
-            [p.step for p in run.curve],
-            [p.metrics["val_bpd"] for p in run.curve],
-            label=f"{label} ({run.parameters} params)",
+    seconds = time.perf_counter() - started
+    return DigitsRuns(scale, runs, len(train_images), len(test_images), test, seconds)
+
+
+@torch.no_grad()
+def _test_metrics(run: RunResult, test: torch.Tensor) -> dict[str, float]:
+    log_prob = run.flow.log_prob(test, method="exact")
+    return {
+        "test_bpd": float(bits_per_dim(log_prob, run.flow.dim).mean()),
+        "average_group_bpd": average_group_bpd(run.flow, test, SYMMETRY, method="exact"),
+        "invariance_error": equivariance_error(run.flow, test[:16], SYMMETRY, method="exact"),
+    }
+
+
+def evaluate_digits(trained: DigitsRuns) -> DigitsResult:
+    """Every model's test metrics, and its steps to the baseline's final validation bpd."""
+    started = time.perf_counter()
+    baseline = trained.runs[BASELINE]
+    target = baseline.curve[-1].metrics["val_bpd"]
+    models = {
+        label: ModelResult(
+            group=run.flow.config.group,
+            width=run.flow.config.width,
+            parameters=run.parameters,
+            parameter_ratio=run.parameters / baseline.parameters,
+            **_test_metrics(run, trained.test),
+            final_val_bpd=run.curve[-1].metrics["val_bpd"],
+            steps_to_target=run.first_step_reaching("val_bpd", target),
+            steps_per_second=run.steps_per_second,
         )
-    ax.axhline(target, color="grey", linestyle=":", label="target: baseline's final val bpd")
+        for label, run in trained.runs.items()
+    }
+    return DigitsResult(
+        scale=trained.scale,
+        models=models,
+        curves={label: run.curve for label, run in trained.runs.items()},
+        target_val_bpd=target,
+        train_items=trained.train_items,
+        test_items=trained.test_items,
+        eval_items=len(trained.test),
+        seconds=trained.seconds + time.perf_counter() - started,
+    )
+
+
+def _figure(result: DigitsResult, path: Path) -> Path:
+    """Validation bpd against training steps, with the baseline's final value as the target."""
+    figure, ax = plt.subplots(figsize=(6, 4))
+    for label, curve in result.curves.items():
+        ax.plot(
+            [p.step for p in curve],
+            [p.metrics["val_bpd"] for p in curve],
+            label=f"{label} ({result.models[label].parameters} params)",
+        )
+    ax.axhline(
+        result.target_val_bpd,
+        color="grey",
+        linestyle=":",
+        label="target: baseline's final val bpd",
+    )
     ax.set_xlabel("training step")
     ax.set_ylabel("validation bpd (estimated log-det)")
     ax.legend(fontsize=7)
-    path = save_figure(figure, out_dir / "figures" / "digits_val_bpd.png")
-    seconds = time.perf_counter() - started
+    return save_figure(figure, path)
 
+
+def render_digits(result: DigitsResult, out_dir: Path) -> Section:
+    """Part 2's section of the report, and its figure under ``out_dir``."""
+    scale = result.scale
+    path = _figure(result, out_dir / "figures" / "digits_val_bpd.png")
+    section = Section(
+        "2. Rotated digits: augmented Resflow vs E-Resflow (Rotation MNIST stand-in)"
+    )
     section.text(
-        f"{len(train_images)} training digits (10% of them held out by `flows.train` for "
-        f"validation) and {len(test_images)} test digits, all moved by random D4 elements; "
+        f"{result.train_items} training digits (10% of them held out by `flows.train` for "
+        f"validation) and {result.test_items} test digits, all moved by random D4 elements; "
         f"depth {scale.depth}, {scale.steps} steps of batch {scale.batch_size}, Adam lr "
         f"{scale.learning_rate}, unbiased log-det estimator in training. Test metrics on "
-        f"{len(test)} test digits with the exact log-det. Target bpd = the augmented "
-        f"Resflow's final validation bpd, {target:.3f}; 'steps to target' is the first logged "
-        f"step (every {scale.metric_interval}) at which a model's validation bpd is at or "
-        "below it. E-Resflow widths: the widest within "
+        f"{result.eval_items} test digits with the exact log-det. Target bpd = the augmented "
+        f"Resflow's final validation bpd, {result.target_val_bpd:.3f}; 'steps to target' is the "
+        f"first logged step (every {scale.metric_interval}) at which a model's validation bpd is "
+        "at or below it. E-Resflow widths: the widest within "
         + ", ".join(f"{f:.3g}" for f in scale.fractions)
         + " of the baseline's parameters. The validation bpd is what `flows.train` logs: a "
         "single-probe estimate (two exact series terms, then Russian roulette), noisy and able "
@@ -167,40 +259,40 @@ def run_digits(scale: DigitsScale, out_dir: Path) -> tuple[Section, dict]:
         [
             [
                 label,
-                r["parameters"],
-                r["parameter_ratio"],
-                r["test_bpd"],
-                r["average_group_bpd"],
-                r["invariance_error"],
-                r["steps_to_target"],
-                r["steps_per_second"],
+                r.parameters,
+                r.parameter_ratio,
+                r.test_bpd,
+                r.average_group_bpd,
+                r.invariance_error,
+                r.steps_to_target,
+                r.steps_per_second,
             ]
-            for label, r in results.items()
+            for label, r in result.models.items()
         ],
     )
-    section.text(_verdict(results))
+    section.text(_verdict(result.models))
     section.figure(path, out_dir, "Validation bpd against training steps.")
-    section.text(f"Part 2 took {seconds:.0f} s.")
-    return section, {"seconds": seconds, "target_val_bpd": target, "results": results}
+    section.text(f"Part 2 took {result.seconds:.0f} s.")
+    return section
 
 
-def _verdict(results: dict[str, dict]) -> str:
+def _verdict(models: dict[str, ModelResult]) -> str:
     """One honest sentence: does a model with at most 1/4 of the parameters match the baseline?"""
-    baseline = results[BASELINE]
+    baseline = models[BASELINE]
     small = {
         label: r
-        for label, r in results.items()
-        if r["group"] != "trivial" and r["parameter_ratio"] <= 0.25
+        for label, r in models.items()
+        if r.group != "trivial" and r.parameter_ratio <= 0.25
     }
     if not small:
         return "No E-Resflow within a quarter of the baseline's parameters was trained."
-    label, best = min(small.items(), key=lambda item: item[1]["average_group_bpd"])
-    gap = best["average_group_bpd"] - baseline["average_group_bpd"]
+    label, best = min(small.items(), key=lambda item: item[1].average_group_bpd)
+    gap = best.average_group_bpd - baseline.average_group_bpd
     outcome = "matches or beats" if gap <= 0 else f"is {gap:.3f} bpd worse than"
     return (
         f"Verdict: the best E-Resflow within a quarter of the parameters, {label} "
-        f"({best['parameter_ratio']:.2f}× the parameters), {outcome} the augmented Resflow in "
-        f"average D4 test bpd ({best['average_group_bpd']:.3f} vs "
-        f"{baseline['average_group_bpd']:.3f}; test bpd {best['test_bpd']:.3f} vs "
-        f"{baseline['test_bpd']:.3f})."
+        f"({best.parameter_ratio:.2f}× the parameters), {outcome} the augmented Resflow in "
+        f"average D4 test bpd ({best.average_group_bpd:.3f} vs "
+        f"{baseline.average_group_bpd:.3f}; test bpd {best.test_bpd:.3f} vs "
+        f"{baseline.test_bpd:.3f})."
     )

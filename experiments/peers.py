@@ -8,12 +8,15 @@ measure the same thing with one copy of the code.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from bench.quality_images import data_efficiency_rows, image_rows
 from bench.quality_points import point_rows
 from bench.quality_table import QualityRow
 from experiments.report import Section
 
-__all__ = ["run_peers"]
+__all__ = ["PeersResult", "render_peers", "run_peers"]
 
 HEADER = ["task", "model", "params", "metric", "value", "group bpd", "wall s"]
 
@@ -47,8 +50,31 @@ def _numbers(rows: list[QualityRow]) -> list[dict[str, object]]:
     ]
 
 
-def run_peers(quick: bool, seed: int = 0) -> tuple[Section, dict]:
-    """Runs the benchmark's point, image and data-efficiency rows; returns section and numbers."""
+@dataclass(frozen=True)
+class PeersResult:
+    """The benchmark's rows: points, images, and the digits at three training-set sizes."""
+
+    points: list[QualityRow]
+    images: list[QualityRow]
+    data_efficiency: list[QualityRow]
+
+    def numbers(self) -> dict[str, Any]:
+        """Part 5's entry in ``results.json``."""
+        return {
+            "points": _numbers(self.points),
+            "images": _numbers(self.images),
+            "data_efficiency": _numbers(self.data_efficiency),
+        }
+
+
+def run_peers(quick: bool, seed: int = 0) -> PeersResult:
+    """Runs the benchmark's point, image and data-efficiency rows (they evaluate as they go)."""
+    points, images = point_rows(quick, seed), image_rows(quick, seed)
+    return PeersResult(points, images, data_efficiency_rows(quick, seed))
+
+
+def render_peers(result: PeersResult) -> Section:
+    """Part 5's section of the report: two tables, no figure."""
     section = Section("5. Against generic flows: zuko NSF and MAF with group augmentation")
     section.text(
         "Every model of a task trains with the same steps, batch, data and learning-rate "
@@ -58,17 +84,10 @@ def run_peers(quick: bool, seed: int = 0) -> tuple[Section, dict]:
         "model), and its average over the D4 images of the test set (group bpd). Wall times "
         "are from one run on a shared machine: compare them within a table only."
     )
-    points, images = point_rows(quick, seed), image_rows(quick, seed)
-    efficiency = data_efficiency_rows(quick, seed)
-    section.table(HEADER, _table_rows(points + images))
+    section.table(HEADER, _table_rows(result.points + result.images))
     section.text(
         "Data efficiency: the same digits test set, with 10 %, 30 % and 100 % of the training "
         "digits, for zuko's best augmented flow and efnf's best equivariant flow."
     )
-    section.table(HEADER, _table_rows(efficiency))
-    numbers = {
-        "points": _numbers(points),
-        "images": _numbers(images),
-        "data_efficiency": _numbers(efficiency),
-    }
-    return section, numbers
+    section.table(HEADER, _table_rows(result.data_efficiency))
+    return section

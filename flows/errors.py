@@ -11,9 +11,16 @@ from __future__ import annotations
 
 # The root classes are defined in flows.data, the library's bottom layer, which imports nothing
 # from the rest of flows (tests/test_data.py); this module is their public home.
-from flows.data.errors import DataError, FlowError, InputError
+from flows.data.errors import DataError, FileError, FlowError, InputError
 
-__all__ = ["DataError", "FlowError", "InputError", "InverseNotConverged", "TrainingDiverged"]
+__all__ = [
+    "DataError",
+    "FileError",
+    "FlowError",
+    "InputError",
+    "InverseNotConverged",
+    "TrainingDiverged",
+]
 
 
 class InverseNotConverged(FlowError):

@@ -12,6 +12,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from flows.data import (
     BUILTIN_DATASETS,
     DataError,
     Dataset,
+    ReadLimits,
     dequantize,
     dequantize_midpoint,
     digits,
@@ -38,6 +40,7 @@ from flows.data import (
     validate_dataset,
 )
 from flows.data.images import GRID_GROUPS, apply_grid_element
+from flows.errors import FileError
 
 DATA_PACKAGE = Path(__file__).resolve().parents[1] / "flows" / "data"
 
@@ -683,130 +686,148 @@ def _mixed_channels_zip() -> bytes:
     )
 
 
-BAD_FILES: list[tuple[str, bytes, str, str]] = [
-    # (test id, content, filename, expected substring of the message)
-    (
+class BadFile(NamedTuple):
+    """A file the readers refuse: its ``content`` and ``filename``, and a ``message`` fragment."""
+
+    id: str
+    content: bytes
+    filename: str
+    message: str
+
+
+BAD_FILES: list[BadFile] = [
+    BadFile(
         "pickled-npy",
         npy_bytes(np.array([{"a": 1}, None], dtype=object)),
         "o.npy",
         "contains Python objects (pickle)",
     ),
-    (
+    BadFile(
         "pickled-npz",
         npz_bytes(x=np.array([{"a": 1}], dtype=object)),
         "o.npz",
         "'o.npz:x.npy' contains Python objects (pickle)",
     ),
-    ("truncated-npy", _truncated_npy(), "t.npy", "is truncated or corrupt"),
-    ("lying-npy-header", _lying_npy_header(), "big.npy", "declares shape (1000000000000, 2)"),
-    ("not-npy", b"hello world", "h.npy", "not a valid .npy file"),
-    ("nan-npy", npy_bytes(np.array([[0.0, np.nan]])), "n.npy", "non-finite"),
-    ("rank-5-npy", npy_bytes(np.zeros((2, 1, 2, 3, 3))), "r.npy", "rank 5"),
-    ("rank-1-npy", npy_bytes(np.zeros(5)), "r.npy", "rank 1"),
-    ("string-npy", npy_bytes(np.array([["a", "b"]])), "s.npy", "<U1"),
-    ("float-image-npy", npy_bytes(np.full((2, 1, 4, 4), 1.25)), "f.npy", "from 1.25 to 1.25"),
-    (
+    BadFile("truncated-npy", _truncated_npy(), "t.npy", "is truncated or corrupt"),
+    BadFile(
+        "lying-npy-header", _lying_npy_header(), "big.npy", "declares shape (1000000000000, 2)"
+    ),
+    BadFile("not-npy", b"hello world", "h.npy", "not a valid .npy file"),
+    BadFile("nan-npy", npy_bytes(np.array([[0.0, np.nan]])), "n.npy", "non-finite"),
+    BadFile("rank-5-npy", npy_bytes(np.zeros((2, 1, 2, 3, 3))), "r.npy", "rank 5"),
+    BadFile("rank-1-npy", npy_bytes(np.zeros(5)), "r.npy", "rank 1"),
+    BadFile("string-npy", npy_bytes(np.array([["a", "b"]])), "s.npy", "<U1"),
+    BadFile(
+        "float-image-npy", npy_bytes(np.full((2, 1, 4, 4), 1.25)), "f.npy", "from 1.25 to 1.25"
+    ),
+    BadFile(
         "ambiguous-npz",
         npz_bytes(a=np.zeros((2, 2)), b=np.zeros((2, 2))),
         "m.npz",
         "holds arrays ['a', 'b']; name the dataset array 'x' or 'data'",
     ),
-    ("not-a-zip-npz", b"PK\x03\x04 not really", "z.npz", "not a valid zip archive"),
-    ("inf-csv", b"x,y\n1,2\n3,inf\n", "i.csv", "line 3, column 2: 'inf' is not a finite"),
-    ("nan-csv", b"1,2\nnan,2\n", "i.csv", "line 2, column 1: 'nan' is not a finite"),
-    ("text-csv", b"x,y\n1,2\n3,abc\n", "t.csv", "line 3, column 2: 'abc' is not a number"),
-    ("underscore-csv", b"1,2\n1_000,2\n", "t.csv", "'1_000' is not a number"),
-    ("ragged-csv", b"1,2\n3,4\n5,6,7\n", "r.csv", "line 3 has 3 fields but earlier rows have 2"),
-    ("mixed-header-csv", b"x,2\n1,2\n", "h.csv", "line 1, column 1: 'x' is not a number"),
-    ("wide-csv", (",".join(["1"] * 65) + "\n").encode(), "w.csv", "65 columns; at most 64"),
-    ("header-only-csv", b"x,y\n", "e.csv", "no data rows"),
-    ("empty-csv", b"", "e.csv", "no data rows"),
-    ("latin1-csv", "x,é\n1,2\n".encode("latin-1"), "l.csv", "not UTF-8"),
-    ("big-csv", b"1,2\n" + b"1e7,0\n", "b.csv", "magnitude 1e+07"),
-    ("corrupt-zip", zip_bytes({"a.png": b"x" * 100})[:-30], "c.zip", "not a valid zip archive"),
-    ("corrupt-member-zip", _corrupt_member_zip(), "c.zip", "entry 'a.png' of 'c.zip'"),
-    (
+    BadFile("not-a-zip-npz", b"PK\x03\x04 not really", "z.npz", "not a valid zip archive"),
+    BadFile("inf-csv", b"x,y\n1,2\n3,inf\n", "i.csv", "line 3, column 2: 'inf' is not a finite"),
+    BadFile("nan-csv", b"1,2\nnan,2\n", "i.csv", "line 2, column 1: 'nan' is not a finite"),
+    BadFile("text-csv", b"x,y\n1,2\n3,abc\n", "t.csv", "line 3, column 2: 'abc' is not a number"),
+    BadFile("underscore-csv", b"1,2\n1_000,2\n", "t.csv", "'1_000' is not a number"),
+    BadFile(
+        "ragged-csv", b"1,2\n3,4\n5,6,7\n", "r.csv", "line 3 has 3 fields but earlier rows have 2"
+    ),
+    BadFile("mixed-header-csv", b"x,2\n1,2\n", "h.csv", "line 1, column 1: 'x' is not a number"),
+    BadFile("wide-csv", (",".join(["1"] * 65) + "\n").encode(), "w.csv", "65 columns; at most 64"),
+    BadFile("header-only-csv", b"x,y\n", "e.csv", "no data rows"),
+    BadFile("empty-csv", b"", "e.csv", "no data rows"),
+    BadFile("latin1-csv", "x,é\n1,2\n".encode("latin-1"), "l.csv", "not UTF-8"),
+    BadFile("big-csv", b"1,2\n" + b"1e7,0\n", "b.csv", "magnitude 1e+07"),
+    BadFile(
+        "corrupt-zip", zip_bytes({"a.png": b"x" * 100})[:-30], "c.zip", "not a valid zip archive"
+    ),
+    BadFile("corrupt-member-zip", _corrupt_member_zip(), "c.zip", "entry 'a.png' of 'c.zip'"),
+    BadFile(
         "traversal-zip",
         zip_bytes({"../evil.png": png_bytes(np.zeros((4, 4), np.uint8))}),
         "e.zip",
         "entry '../evil.png' of 'e.zip' has an absolute path or a '..' component",
     ),
-    (
+    BadFile(
         "nested-traversal-zip",
         zip_bytes({"a/../../evil.png": png_bytes(np.zeros((4, 4), np.uint8))}),
         "e.zip",
         "'a/../../evil.png'",
     ),
-    (
+    BadFile(
         "absolute-zip",
         zip_bytes({"/etc/evil.png": png_bytes(np.zeros((4, 4), np.uint8))}),
         "e.zip",
         "has an absolute path",
     ),
-    (
+    BadFile(
         "text-as-png-zip",
         zip_bytes({"x.png": b"just some text, not an image"}),
         "t.zip",
         "entry 'x.png' of 't.zip' is not a PNG image",
     ),
-    (
+    BadFile(
         "non-png-entry-zip",
         zip_bytes({"notes.txt": b"hi"}),
         "n.zip",
         "'notes.txt' of 'n.zip' is not a .png",
     ),
-    ("no-png-zip", zip_bytes({"__MACOSX/._a.png": b"x"}), "e.zip", "contains no .png images"),
-    (
+    BadFile(
+        "no-png-zip", zip_bytes({"__MACOSX/._a.png": b"x"}), "e.zip", "contains no .png images"
+    ),
+    BadFile(
         "mixed-sizes-zip",
         _mixed_sizes_zip(),
         "m.zip",
         "entry 'c.png' is 8x6 with 1 channel but 'a.png' is 8x8 with 1 channel",
     ),
-    ("mixed-channels-zip", _mixed_channels_zip(), "m.zip", "'b.png' is 8x8 with 3 channels"),
-    (
+    BadFile(
+        "mixed-channels-zip", _mixed_channels_zip(), "m.zip", "'b.png' is 8x8 with 3 channels"
+    ),
+    BadFile(
         "oversized-png-zip",
         zip_bytes({"big.png": png_bytes(np.zeros((300, 300), np.uint8))}),
         "b.zip",
         "entry 'big.png' of 'b.zip' is 300x300 pixels; images may be at most 256x256",
     ),
-    (
+    BadFile(
         "too-wide-png-zip",
         zip_bytes({"w.png": png_bytes(np.zeros((2, 300), np.uint8))}),
         "w.zip",
         "is 300x2 pixels",
     ),
-    (
+    BadFile(
         "bomb-header-png-zip",
         zip_bytes({"huge.png": _png_declaring(100_000, 100_000)}),
         "h.zip",
         "entry 'huge.png' of 'h.zip' is a decompression bomb",
     ),
-    (
+    BadFile(
         "big-header-png-zip",
         zip_bytes({"big.png": _png_declaring(1000, 1000)}),
         "h.zip",
         "'big.png' of 'h.zip' is 1000x1000 pixels",
     ),
-    (
+    BadFile(
         "no-pixel-data-png-zip",
         zip_bytes({"empty.png": _png_declaring(8, 8)}),
         "h.zip",
         "'empty.png' of 'h.zip' is a corrupt or unsafe PNG",
     ),
-    ("unknown-extension", b"1,2\n", "points.txt", "'.txt'; accepted extensions are .csv, .npy"),
-    ("no-extension", b"1,2\n", "points", "'(none)'"),
+    BadFile(
+        "unknown-extension", b"1,2\n", "points.txt", "'.txt'; accepted extensions are .csv, .npy"
+    ),
+    BadFile("no-extension", b"1,2\n", "points", "'(none)'"),
 ]
 
 
-@pytest.mark.parametrize(
-    ("content", "filename", "message"),
-    [case[1:] for case in BAD_FILES],
-    ids=[case[0] for case in BAD_FILES],
-)
-def test_read_dataset_file_rejects(content: bytes, filename: str, message: str) -> None:
+@pytest.mark.parametrize("case", BAD_FILES, ids=[case.id for case in BAD_FILES])
+def test_read_dataset_file_rejects(case: BadFile) -> None:
     with pytest.raises(DataError) as caught:
-        read_dataset_file(content, filename)
-    assert message in str(caught.value)
+        read_dataset_file(case.content, case.filename)
+    assert case.message in str(caught.value)
 
 
 def test_jpeg_behind_png_name_is_rejected() -> None:
@@ -817,35 +838,58 @@ def test_jpeg_behind_png_name_is_rejected() -> None:
         read_dataset_file(archive, "j.zip")
 
 
+def test_reader_errors_carry_the_file_and_entry_as_data() -> None:
+    with pytest.raises(FileError) as caught:
+        read_dataset_file(zip_bytes({"x.png": b"nope"}), "t.zip")
+    assert (caught.value.filename, caught.value.entry) == ("t.zip", "x.png")
+    assert str(caught.value) == (
+        "entry 'x.png' of 't.zip' is not a PNG image (its content is not PNG data)"
+    )
+    assert caught.value.without_filename() == (
+        "entry 'x.png' is not a PNG image (its content is not PNG data)"
+    )
+    with pytest.raises(FileError) as caught:
+        read_dataset_file(b"", "p.csv")
+    assert (caught.value.filename, caught.value.entry) == ("p.csv", None)
+    assert (
+        caught.value.without_filename()
+        == caught.value.problem
+        == ("has no data rows; expected one numeric row per point")
+    )
+
+
 def test_npz_declared_size_limit() -> None:
     # A highly compressible member: 1 MB of zeros that compresses to about a kilobyte.
     content = npz_bytes(compressed=True, x=np.zeros((125_000, 2), np.float32))
     assert len(content) < 10_000
     with pytest.raises(DataError, match=r"declares \d+ bytes uncompressed; at most 100000 bytes"):
-        read_dataset_file(content, "bomb.npz", max_bytes=100_000)
-    assert read_dataset_file(content, "bomb.npz", max_bytes=2_000_000).count == 125_000
+        read_dataset_file(content, "bomb.npz", limits=ReadLimits(max_bytes=100_000))
+    assert (
+        read_dataset_file(content, "bomb.npz", limits=ReadLimits(max_bytes=2_000_000)).count
+        == 125_000
+    )
 
 
 def test_zip_limits() -> None:
     entries = {f"{i:03}.png": png_bytes(np.zeros((16, 16), np.uint8)) for i in range(20)}
     archive = zip_bytes(entries)
     with pytest.raises(DataError, match="has more than 10 entries; at most 10"):
-        read_dataset_file(archive, "many.zip", max_entries=10)
+        read_dataset_file(archive, "many.zip", limits=ReadLimits(max_entries=10))
     # Uncompressed PNGs, which the zip compresses well: small archive, large declared size.
     raw = png_bytes(np.zeros((256, 256), np.uint8), compress_level=0)
     inflating = zip_bytes({f"{i}.png": raw for i in range(20)})
     assert len(inflating) < 100_000 < 20 * len(raw)
     with pytest.raises(DataError, match=r"declares \d+ bytes uncompressed; at most 100000"):
-        read_dataset_file(inflating, "inflating.zip", max_bytes=100_000)
+        read_dataset_file(inflating, "inflating.zip", limits=ReadLimits(max_bytes=100_000))
     # Small PNG files can still decode to many pixels; the decoded size is limited too.
     with pytest.raises(DataError, match="would decode to 5120 bytes"):
-        read_dataset_file(archive, "many.zip", max_bytes=5000)
+        read_dataset_file(archive, "many.zip", limits=ReadLimits(max_bytes=5000))
     assert read_dataset_file(archive, "many.zip").count == 20
 
 
 def test_content_size_limit() -> None:
     with pytest.raises(DataError, match="is 12 bytes; at most 10 bytes"):
-        read_dataset_file(b"1,2\n3,4\n5,6\n", "p.csv", max_bytes=10)
+        read_dataset_file(b"1,2\n3,4\n5,6\n", "p.csv", limits=ReadLimits(max_bytes=10))
 
 
 @pytest.mark.parametrize(

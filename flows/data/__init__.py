@@ -23,7 +23,7 @@ from flows.data.images import (
     quantize,
     rotated_digits,
 )
-from flows.data.readers import read_dataset_file
+from flows.data.readers import ReadLimits, read_dataset_file
 from flows.data.toy2d import eight_gaussians, eight_gaussians_log_prob, rings, rings_log_prob
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "DataError",
     "DataKind",
     "Dataset",
+    "ReadLimits",
     "dequantize",
     "dequantize_midpoint",
     "digits",

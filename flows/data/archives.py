@@ -21,7 +21,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
-from flows.data.dataset import DataError
+from flows.data.errors import FileError
 
 __all__ = [
     "DEFAULT_MAX_RATIO",
@@ -67,7 +67,7 @@ def _central_directory(content: bytes, filename: str) -> tuple[int, int]:
     search_from = max(0, len(content) - _EOCD.size - _MAX_COMMENT)
     position = content.rfind(_EOCD_SIGNATURE, search_from)
     if position < 0 or position + _EOCD.size > len(content):
-        raise DataError(f"{filename!r} is not a valid zip archive: no end-of-archive record")
+        raise FileError(filename, "is not a valid zip archive: no end-of-archive record")
     _, _, _, _, _, size, _, _ = _EOCD.unpack_from(content, position)
     end = position
     locator_at = position - _ZIP64_LOCATOR.size
@@ -76,14 +76,15 @@ def _central_directory(content: bytes, filename: str) -> tuple[int, int]:
         # with data prepended, which zipfile accepts too), so it is read from there.
         record_at = locator_at - _ZIP64_EOCD.size
         if record_at < 0 or content[record_at : record_at + 4] != _ZIP64_EOCD_SIGNATURE:
-            raise DataError(f"{filename!r} is not a valid zip archive: broken zip64 record")
+            raise FileError(filename, "is not a valid zip archive: broken zip64 record")
         size = _ZIP64_EOCD.unpack_from(content, record_at)[_ZIP64_DIRECTORY_SIZE_FIELD]
         end = record_at
     start = end - size
     if start < 0:
-        raise DataError(
-            f"{filename!r} is not a valid zip archive: its central directory ({size} bytes) "
-            "does not fit in the file"
+        raise FileError(
+            filename,
+            f"is not a valid zip archive: its central directory ({size} bytes) "
+            "does not fit in the file",
         )
     return start, size
 
@@ -100,15 +101,15 @@ def count_entries(content: bytes, filename: str, max_entries: int) -> int:
         if position + _CENTRAL_ENTRY.size > end or (
             content[position : position + 4] != _CENTRAL_ENTRY_SIGNATURE
         ):
-            raise DataError(
-                f"{filename!r} is not a valid zip archive: corrupt central directory at byte "
-                f"{position}"
+            raise FileError(
+                filename,
+                f"is not a valid zip archive: corrupt central directory at byte {position}",
             )
         count += 1
         if count > max_entries:
-            raise DataError(
-                f"{filename!r} has more than {max_entries} entries; at most {max_entries} are "
-                "accepted"
+            raise FileError(
+                filename,
+                f"has more than {max_entries} entries; at most {max_entries} are accepted",
             )
         record = _CENTRAL_ENTRY.unpack_from(content, position)
         position += _CENTRAL_ENTRY.size + record[12] + record[13] + record[14]
@@ -129,20 +130,20 @@ def _check_member(member: zipfile.ZipInfo, filename: str) -> None:
     normalized = name.replace("\\", "/")
     has_drive = len(normalized) >= 2 and normalized[1] == ":"
     if normalized.startswith("/") or has_drive or ".." in normalized.split("/"):
-        raise DataError(
-            f"entry {name!r} of {filename!r} has an absolute path or a '..' component; entries "
-            "must be relative paths inside the archive"
+        raise FileError(
+            filename,
+            "has an absolute path or a '..' component; entries "
+            "must be relative paths inside the archive",
+            entry=name,
         )
     if any(ord(character) < 32 for character in name):
-        raise DataError(f"entry {name!r} of {filename!r} has a control character in its name")
+        raise FileError(filename, "has a control character in its name", entry=name)
     if _is_symlink(member):
-        raise DataError(
-            f"entry {name!r} of {filename!r} is a symbolic link; only regular files are accepted"
+        raise FileError(
+            filename, "is a symbolic link; only regular files are accepted", entry=name
         )
     if member.flag_bits & 0x1:
-        raise DataError(
-            f"entry {name!r} of {filename!r} is encrypted; upload an archive without a password"
-        )
+        raise FileError(filename, "is encrypted; upload an archive without a password", entry=name)
 
 
 @dataclass
@@ -160,7 +161,7 @@ class ArchiveReader:
         try:
             self._archive = zipfile.ZipFile(io.BytesIO(self.content))
         except (zipfile.BadZipFile, ValueError, EOFError, OSError) as error:
-            raise DataError(f"{self.filename!r} is not a valid zip archive: {error}") from None
+            raise FileError(self.filename, f"is not a valid zip archive: {error}") from None
 
     def __enter__(self) -> ArchiveReader:
         return self
@@ -176,16 +177,16 @@ class ArchiveReader:
             _check_member(member, self.filename)
             key = _normalized(member.filename).lower()
             if key in seen:
-                raise DataError(
-                    f"entry {member.filename!r} of {self.filename!r} duplicates entry "
-                    f"{seen[key]!r}; every entry name must be unique"
+                raise FileError(
+                    self.filename,
+                    f"duplicates entry {seen[key]!r}; every entry name must be unique",
+                    entry=member.filename,
                 )
             seen[key] = member.filename
         return members
 
     def read(self, member: zipfile.ZipInfo) -> bytes:
         """The entry's bytes, stopped at the first chunk over a limit."""
-        where = f"entry {member.filename!r} of {self.filename!r}"
         limits = self.limits
         chunks: list[bytes] = []
         size = 0
@@ -195,24 +196,31 @@ class ArchiveReader:
                     size += len(chunk)
                     chunks.append(chunk)
                     if size > limits.max_entry_bytes:
-                        raise DataError(
-                            f"{where} decompresses to more than {limits.max_entry_bytes} bytes, "
-                            "the limit for one entry (possible zip bomb)"
+                        raise FileError(
+                            self.filename,
+                            f"decompresses to more than {limits.max_entry_bytes} bytes, "
+                            "the limit for one entry (possible zip bomb)",
+                            entry=member.filename,
                         )
                     if self.total_bytes + size > limits.max_total_bytes:
-                        raise DataError(
-                            f"{self.filename!r} decompresses to more than "
+                        raise FileError(
+                            self.filename,
+                            f"decompresses to more than "
                             f"{limits.max_total_bytes} bytes in all, the limit for an archive "
-                            f"(reached in {where}; possible zip bomb)"
+                            f"(reached in entry {member.filename!r}; possible zip bomb)",
                         )
                     ratio = size / max(member.compress_size, 1)
                     if size > RATIO_CHECK_AFTER_BYTES and ratio > limits.max_ratio:
-                        raise DataError(
-                            f"{where} expands more than {limits.max_ratio:g} times its "
+                        raise FileError(
+                            self.filename,
+                            f"expands more than {limits.max_ratio:g} times its "
                             f"compressed size ({member.compress_size} bytes); refused as a "
-                            "likely zip bomb"
+                            "likely zip bomb",
+                            entry=member.filename,
                         )
         except _READ_ERRORS as error:
-            raise DataError(f"{where} could not be extracted: {error}") from None
+            raise FileError(
+                self.filename, f"could not be extracted: {error}", entry=member.filename
+            ) from None
         self.total_bytes += size
         return b"".join(chunks)

@@ -4,7 +4,8 @@ Uploads are untrusted: nothing is unpickled, sizes are checked against limits fr
 headers *before* anything is allocated or decompressed, archives are opened through
 :mod:`flows.data.archives` (entry count, names, links, duplicates, and decompressed sizes counted
 while reading), PNG headers are checked against the pixel cap before decoding, and every failure
-is a :class:`DataError` naming the file or entry and the problem.
+is a :class:`DataError`, most of them a :class:`FileError` that names the file and entry as
+data beside the problem.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -34,11 +36,13 @@ from flows.data.dataset import (
     Dataset,
     validate_dataset,
 )
+from flows.data.errors import FileError
 
 __all__ = [
     "ACCEPTED_EXTENSIONS",
     "MAX_BYTES",
     "MAX_ZIP_ENTRIES",
+    "ReadLimits",
     "read_csv",
     "read_dataset_file",
     "read_npy",
@@ -70,15 +74,38 @@ _PIL_DECODE_ERRORS = (
 )
 
 
+@dataclass(frozen=True)
+class ReadLimits:
+    """What reading one uploaded file may cost; the service builds one from its settings.
+
+    Attributes:
+        max_bytes: the limit on the content's size and on the declared uncompressed (and, for
+            PNG archives, decoded) size of archive members.
+        max_entries: the limit on the number of entries in a .zip or .npz archive.
+        max_image_side: the largest image height or width (checked before a PNG is decoded).
+        max_ratio: the largest decompressed-to-compressed ratio of an archive entry.
+    """
+
+    max_bytes: int = MAX_BYTES
+    max_entries: int = MAX_ZIP_ENTRIES
+    max_image_side: int = MAX_IMAGE_SIDE
+    max_ratio: float = DEFAULT_MAX_RATIO
+
+    def archive(self, max_entry_bytes: int) -> ArchiveLimits:
+        """The limits of an archive read under these limits, whose entries hold at most
+        ``max_entry_bytes`` each."""
+        return ArchiveLimits(self.max_entries, self.max_bytes, max_entry_bytes, self.max_ratio)
+
+
+DEFAULT_LIMITS = ReadLimits()
+
+
 def read_dataset_file(
     content: bytes,
     filename: str,
     kind: DataKind | None = None,
     *,
-    max_bytes: int = MAX_BYTES,
-    max_entries: int = MAX_ZIP_ENTRIES,
-    max_image_side: int = MAX_IMAGE_SIDE,
-    max_ratio: float = DEFAULT_MAX_RATIO,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> Dataset:
     """Reads an uploaded file into a validated Dataset, choosing the reader by extension.
 
@@ -90,11 +117,7 @@ def read_dataset_file(
         content: the file's bytes.
         filename: the file's name, used for the extension and in error messages.
         kind: the expected kind, or None to accept what the file holds.
-        max_bytes: the limit on the content's size and on the declared uncompressed (and, for
-            PNG archives, decoded) size of archive members.
-        max_entries: the limit on the number of entries in a .zip or .npz archive.
-        max_image_side: the largest image height or width (checked before a PNG is decoded).
-        max_ratio: the largest decompressed-to-compressed ratio of an archive entry.
+        limits: sizes, archive entries, image side and compression ratio.
 
     Returns:
         The validated dataset.
@@ -107,48 +130,41 @@ def read_dataset_file(
         raise DataError(f"kind {kind!r} is unknown; use 'images', 'points' or None")
     suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
     if suffix not in ACCEPTED_EXTENSIONS:
-        raise DataError(
-            f"file {filename!r} has extension {suffix or '(none)'!r}; accepted extensions are "
-            f"{', '.join(ACCEPTED_EXTENSIONS)}"
+        raise FileError(
+            filename,
+            f"has extension {suffix or '(none)'!r}; accepted extensions are "
+            f"{', '.join(ACCEPTED_EXTENSIONS)}",
         )
-    if len(content) > max_bytes:
-        raise DataError(
-            f"file {filename!r} is {len(content)} bytes; at most {max_bytes} bytes are accepted"
+    if len(content) > limits.max_bytes:
+        raise FileError(
+            filename, f"is {len(content)} bytes; at most {limits.max_bytes} bytes are accepted"
         )
     if suffix == ".csv":
         _check_fixed_kind(filename, POINTS, kind)
         return read_csv(content, filename)
     if suffix == ".zip":
         _check_fixed_kind(filename, IMAGES, kind)
-        return read_png_zip(
-            content,
-            filename,
-            max_bytes=max_bytes,
-            max_entries=max_entries,
-            max_image_side=max_image_side,
-            max_ratio=max_ratio,
-        )
+        return read_png_zip(content, filename, limits=limits)
     if suffix == ".npy":
         values = read_npy(content, filename)
     else:
-        values = read_npz(
-            content, filename, max_bytes=max_bytes, max_entries=max_entries, max_ratio=max_ratio
-        )
+        values = read_npz(content, filename, limits=limits)
     dataset = validate_dataset(values, kind or _infer_kind(values, filename))
-    if dataset.kind == IMAGES and max(dataset.shape[1:]) > max_image_side:
+    side = limits.max_image_side
+    if dataset.kind == IMAGES and max(dataset.shape[1:]) > side:
         _, height, width = dataset.shape
-        raise DataError(
-            f"file {filename!r} holds {height}x{width} images; images may be at most "
-            f"{max_image_side}x{max_image_side}"
+        raise FileError(
+            filename, f"holds {height}x{width} images; images may be at most {side}x{side}"
         )
     return dataset
 
 
 def _check_fixed_kind(filename: str, holds: DataKind, kind: DataKind | None) -> None:
     if kind is not None and kind != holds:
-        raise DataError(
-            f"file {filename!r} holds {holds} but {kind} were requested; .csv files hold points "
-            "and .zip files hold PNG images (use .npy or .npz for either)"
+        raise FileError(
+            filename,
+            f"holds {holds} but {kind} were requested; .csv files hold points "
+            "and .zip files hold PNG images (use .npy or .npz for either)",
         )
 
 
@@ -157,9 +173,10 @@ def _infer_kind(values: np.ndarray, filename: str) -> DataKind:
         return POINTS
     if values.ndim in (3, 4):
         return IMAGES
-    raise DataError(
-        f"file {filename!r} holds an array of shape {values.shape} (rank {values.ndim}); expected "
-        "rank 2 (N, D) points or rank 3 (N, H, W) / rank 4 (N, C, H, W) images"
+    raise FileError(
+        filename,
+        f"holds an array of shape {values.shape} (rank {values.ndim}); expected "
+        "rank 2 (N, D) points or rank 3 (N, H, W) / rank 4 (N, C, H, W) images",
     )
 
 
@@ -184,62 +201,56 @@ def read_npy(content: bytes, name: str) -> np.ndarray:
         elif version == (2, 0):
             shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
         else:
-            raise DataError(
-                f"{name!r} is a .npy file of format version {version}; versions 1.0 and 2.0 "
-                "(what numpy writes for numeric arrays) are accepted"
+            raise FileError(
+                name,
+                f"is a .npy file of format version {version}; versions 1.0 and 2.0 "
+                "(what numpy writes for numeric arrays) are accepted",
             )
     except (ValueError, EOFError) as error:
         if isinstance(error, DataError):
             raise
-        raise DataError(f"{name!r} is not a valid .npy file: {error}") from None
+        raise FileError(name, f"is not a valid .npy file: {error}") from None
     if dtype.hasobject:
-        raise DataError(
-            f"{name!r} contains Python objects (pickle); only numeric arrays are accepted"
-        )
+        raise FileError(name, "contains Python objects (pickle); only numeric arrays are accepted")
     # np.load allocates the declared shape before reading, so a lying header could ask for
     # terabytes; the data must actually be present first.
     declared = math.prod(shape) * dtype.itemsize
     available = len(content) - stream.tell()
     if declared > available:
-        raise DataError(
-            f"{name!r} is truncated or corrupt: its header declares shape {shape} of {dtype} "
-            f"({declared} bytes) but only {available} bytes of data follow"
+        raise FileError(
+            name,
+            f"is truncated or corrupt: its header declares shape {shape} of {dtype} "
+            f"({declared} bytes) but only {available} bytes of data follow",
         )
     try:
         return np.load(io.BytesIO(content), allow_pickle=False)
     except (ValueError, EOFError, OSError) as error:
-        raise DataError(f"{name!r} could not be read as a .npy file: {error}") from None
+        raise FileError(name, f"could not be read as a .npy file: {error}") from None
 
 
 def _check_declared_size(members: list[zipfile.ZipInfo], filename: str, max_bytes: int) -> None:
     declared = sum(member.file_size for member in members)
     if declared > max_bytes:
-        raise DataError(
-            f"{filename!r} declares {declared} bytes uncompressed; at most {max_bytes} bytes are "
-            "accepted (possible zip bomb)"
+        raise FileError(
+            filename,
+            f"declares {declared} bytes uncompressed; at most {max_bytes} bytes are "
+            "accepted (possible zip bomb)",
         )
 
 
-def read_npz(
-    content: bytes,
-    filename: str,
-    *,
-    max_bytes: int = MAX_BYTES,
-    max_entries: int = MAX_ZIP_ENTRIES,
-    max_ratio: float = DEFAULT_MAX_RATIO,
-) -> np.ndarray:
+def read_npz(content: bytes, filename: str, *, limits: ReadLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Loads one array from a .npz archive: the one named ``x`` or ``data``, or the only one.
 
-    The members' declared uncompressed sizes are checked against ``max_bytes`` before anything is
-    decompressed, the chosen member is decompressed under the same limit (and ``max_ratio``)
-    counted while reading, and it is parsed with :func:`read_npy` (no unpickling).
+    The members' declared uncompressed sizes are checked against ``limits.max_bytes`` before
+    anything is decompressed, the chosen member is decompressed under the same limit (and
+    ``limits.max_ratio``) counted while reading, and it is parsed with :func:`read_npy` (no
+    unpickling).
 
     Args:
         content: the file's bytes.
         filename: the name used in error messages.
-        max_bytes: the limit on the total declared, and actual, uncompressed size.
-        max_entries: the limit on the number of members.
-        max_ratio: the limit on a member's decompressed-to-compressed ratio.
+        limits: ``max_bytes`` limits the total declared, and actual, uncompressed size;
+            ``max_entries`` the number of members; ``max_ratio`` a member's decompression ratio.
 
     Returns:
         The (not yet validated) array.
@@ -247,18 +258,18 @@ def read_npz(
     Raises:
         DataError: not a zip archive, over a limit, no unambiguous array, or a bad member.
     """
-    limits = ArchiveLimits(max_entries, max_bytes, max_bytes, max_ratio)
-    with ArchiveReader(content, filename, limits) as archive:
+    with ArchiveReader(content, filename, limits.archive(limits.max_bytes)) as archive:
         members = [member for member in archive.members() if not member.is_dir()]
-        _check_declared_size(members, filename, max_bytes)
+        _check_declared_size(members, filename, limits.max_bytes)
         by_name = {member.filename.removesuffix(".npy"): member for member in members}
         chosen = next((by_name[name] for name in NPZ_PREFERRED_NAMES if name in by_name), None)
         if chosen is None and len(by_name) == 1:
             chosen = next(iter(by_name.values()))
         if chosen is None:
-            raise DataError(
-                f"{filename!r} holds arrays {sorted(by_name)}; name the dataset array 'x' or "
-                "'data', or store exactly one array"
+            raise FileError(
+                filename,
+                f"holds arrays {sorted(by_name)}; name the dataset array 'x' or "
+                "'data', or store exactly one array",
             )
         member_bytes = archive.read(chosen)
     return read_npy(member_bytes, f"{filename}:{chosen.filename}")
@@ -286,14 +297,16 @@ def _bounded_lines(text: str, filename: str) -> Iterator[str]:
     for line_number, line in enumerate(io.StringIO(text, newline=""), start=1):
         separators = line.count(",")
         if separators >= MAX_POINT_DIM:
-            raise DataError(
-                f"{filename!r} line {line_number} has {separators + 1} columns; at most "
-                f"{MAX_POINT_DIM} are accepted"
+            raise FileError(
+                filename,
+                f"line {line_number} has {separators + 1} columns; at most "
+                f"{MAX_POINT_DIM} are accepted",
             )
         if len(line) > MAX_CSV_LINE_CHARS:
-            raise DataError(
-                f"{filename!r} line {line_number} is {len(line)} characters long; a row of at "
-                f"most {MAX_POINT_DIM} numbers fits in {MAX_CSV_LINE_CHARS}"
+            raise FileError(
+                filename,
+                f"line {line_number} is {len(line)} characters long; a row of at "
+                f"most {MAX_POINT_DIM} numbers fits in {MAX_CSV_LINE_CHARS}",
             )
         yield line
 
@@ -317,7 +330,7 @@ def read_csv(content: bytes, filename: str) -> Dataset:
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise DataError(f"{filename!r} is not UTF-8 text: {error}") from None
+        raise FileError(filename, f"is not UTF-8 text: {error}") from None
     values = array.array("d")
     columns: int | None = None
     rows = 0
@@ -331,18 +344,18 @@ def read_csv(content: bytes, filename: str) -> Dataset:
             if columns is None:
                 columns = len(row)
                 if columns > MAX_POINT_DIM:
-                    raise DataError(
-                        f"{filename!r} line {line} has {columns} columns; at most "
-                        f"{MAX_POINT_DIM} are accepted"
+                    raise FileError(
+                        filename,
+                        f"line {line} has {columns} columns; at most {MAX_POINT_DIM} are accepted",
                     )
                 if all(value is None for value in parsed):
                     continue
             values.extend(_numeric_row(row, parsed, columns, filename, line))
             rows += 1
     except csv.Error as error:
-        raise DataError(f"{filename!r} is not valid CSV: {error}") from None
+        raise FileError(filename, f"is not valid CSV: {error}") from None
     if rows == 0:
-        raise DataError(f"{filename!r} has no data rows; expected one numeric row per point")
+        raise FileError(filename, "has no data rows; expected one numeric row per point")
     assert columns is not None
     points = np.frombuffer(values, dtype=np.float64).reshape(rows, columns)
     return validate_dataset(points, POINTS)
@@ -353,21 +366,24 @@ def _numeric_row(
 ) -> list[float]:
     """Returns the row's numbers, or raises naming the line if it is ragged or not all numeric."""
     if len(row) != columns:
-        raise DataError(
-            f"{filename!r} line {line} has {len(row)} fields but earlier rows have {columns}; "
-            "every row must have the same number of columns"
+        raise FileError(
+            filename,
+            f"line {line} has {len(row)} fields but earlier rows have {columns}; "
+            "every row must have the same number of columns",
         )
     for column, (field, value) in enumerate(zip(row, parsed, strict=True), start=1):
         if value is None:
             shown = field if len(field) <= 40 else field[:37] + "..."
-            raise DataError(
-                f"{filename!r} line {line}, column {column}: {shown!r} is not a number; data rows "
-                "must be numeric (only the first row may hold column names)"
+            raise FileError(
+                filename,
+                f"line {line}, column {column}: {shown!r} is not a number; data rows "
+                "must be numeric (only the first row may hold column names)",
             )
         if not math.isfinite(value):
-            raise DataError(
-                f"{filename!r} line {line}, column {column}: {field.strip()!r} is not a finite "
-                "number; coordinates must be finite"
+            raise FileError(
+                filename,
+                f"line {line}, column {column}: {field.strip()!r} is not a finite "
+                "number; coordinates must be finite",
             )
     return [value for value in parsed if value is not None]
 
@@ -384,7 +400,6 @@ def _decode_png(data: bytes, entry: str, filename: str, max_side: int) -> np.nda
     ``max_side`` (and the pixel count against ``max_side ** 2``) before any pixel is decoded;
     Pillow's own decompression-bomb warning counts as an error too.
     """
-    where = f"entry {entry!r} of {filename!r}"
     max_pixels = max_side * max_side
     try:
         with warnings.catch_warnings():
@@ -392,20 +407,24 @@ def _decode_png(data: bytes, entry: str, filename: str, max_side: int) -> np.nda
             with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
                 width, height = image.size
                 if width * height > max_pixels or max(width, height) > max_side:
-                    raise DataError(
-                        f"{where} is {width}x{height} pixels; images may be at most "
-                        f"{max_side}x{max_side} ({max_pixels} pixels)"
+                    raise FileError(
+                        filename,
+                        f"is {width}x{height} pixels; images may be at most "
+                        f"{max_side}x{max_side} ({max_pixels} pixels)",
+                        entry=entry,
                     )
                 image.load()
                 return _pixels_of(image)
     except UnidentifiedImageError:
-        raise DataError(f"{where} is not a PNG image (its content is not PNG data)") from None
+        raise FileError(
+            filename, "is not a PNG image (its content is not PNG data)", entry=entry
+        ) from None
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise DataError(f"{where} is a decompression bomb: {error}") from None
+        raise FileError(filename, f"is a decompression bomb: {error}", entry=entry) from None
     except _PIL_DECODE_ERRORS as error:
-        raise DataError(f"{where} is a corrupt or unsafe PNG: {error}") from None
+        raise FileError(filename, f"is a corrupt or unsafe PNG: {error}", entry=entry) from None
 
 
 def _pixels_of(image: Image.Image) -> np.ndarray:
@@ -419,31 +438,21 @@ def _pixels_of(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def read_png_zip(
-    content: bytes,
-    filename: str,
-    *,
-    max_bytes: int = MAX_BYTES,
-    max_entries: int = MAX_ZIP_ENTRIES,
-    max_image_side: int = MAX_IMAGE_SIDE,
-    max_ratio: float = DEFAULT_MAX_RATIO,
-) -> Dataset:
+def read_png_zip(content: bytes, filename: str, *, limits: ReadLimits = DEFAULT_LIMITS) -> Dataset:
     """Reads a zip archive of same-sized PNG images, in entry-name order.
 
     Directories, ``__MACOSX/`` and dotfiles are ignored; every other entry must be a relative
     ``.png`` path that is a regular file and appears once. Grayscale (``L``, ``1``, ``LA``,
     16-bit) becomes 1 channel; ``RGB``, ``RGBA`` (alpha dropped), palette and other modes become
-    3 channels. Images larger than ``max_image_side`` are rejected from their header, before
-    decoding.
+    3 channels. Images larger than ``limits.max_image_side`` are rejected from their header,
+    before decoding.
 
     Args:
         content: the archive's bytes.
         filename: the name used in error messages.
-        max_bytes: the limit on the total declared uncompressed size of the entries and on the
-            decoded pixel bytes.
-        max_entries: the limit on the number of entries.
-        max_image_side: the largest height or width of an image.
-        max_ratio: the limit on an entry's decompressed-to-compressed ratio.
+        limits: ``max_bytes`` limits the total declared uncompressed size of the entries and the
+            decoded pixel bytes; ``max_entries`` the number of entries; ``max_image_side`` the
+            height and width of an image; ``max_ratio`` an entry's decompression ratio.
 
     Returns:
         The validated images dataset, uint8 ``(N, C, H, W)``.
@@ -452,33 +461,35 @@ def read_png_zip(
         DataError: a bad archive or entry (named), a limit exceeded, or images that differ in size
             or channel count (the first mismatching entry is named).
     """
-    entry_bytes = min(max_bytes, 8 * max_image_side * max_image_side + PNG_METADATA_BYTES)
-    limits = ArchiveLimits(max_entries, max_bytes, entry_bytes, max_ratio)
-    with ArchiveReader(content, filename, limits) as archive:
+    max_bytes, max_side = limits.max_bytes, limits.max_image_side
+    entry_bytes = min(max_bytes, 8 * max_side * max_side + PNG_METADATA_BYTES)
+    with ArchiveReader(content, filename, limits.archive(entry_bytes)) as archive:
         members = []
         for member in archive.members():
             if member.is_dir() or _is_skipped_entry(member.filename):
                 continue
             if not member.filename.lower().endswith(".png"):
-                raise DataError(
-                    f"entry {member.filename!r} of {filename!r} is not a .png file; the archive "
-                    "may hold only PNG images"
+                raise FileError(
+                    filename,
+                    "is not a .png file; the archive may hold only PNG images",
+                    entry=member.filename,
                 )
             members.append(member)
         if not members:
-            raise DataError(f"{filename!r} contains no .png images")
+            raise FileError(filename, "contains no .png images")
         _check_declared_size(members, filename, max_bytes)
         members.sort(key=lambda member: member.filename)
         images: list[np.ndarray] = []
         for member in members:
-            pixels = _decode_png(archive.read(member), member.filename, filename, max_image_side)
+            pixels = _decode_png(archive.read(member), member.filename, filename, max_side)
             if images:
                 _check_same_shape(images[0], members[0].filename, pixels, member.filename)
             elif pixels.nbytes * len(members) > max_bytes:
-                raise DataError(
-                    f"{filename!r} would decode to {pixels.nbytes * len(members)} bytes "
+                raise FileError(
+                    filename,
+                    f"would decode to {pixels.nbytes * len(members)} bytes "
                     f"({len(members)} images of shape {pixels.shape}); at most {max_bytes} bytes "
-                    "are accepted"
+                    "are accepted",
                 )
             images.append(pixels)
     return validate_dataset(np.stack(images).transpose(0, 3, 1, 2), IMAGES)

@@ -22,6 +22,7 @@ from .conftest import density_integral, image_batch, make_flow
 SMALL = {"depth": 2, "width": 2}
 # family name -> config fields on top of group and data_shape (images: 3 channels)
 FAMILIES = {
+    "residual": {"family": "residual"},
     "coupling": {"family": "coupling"},
     "iaf": {"family": "iaf"},
     "iaf-density-fast": {"family": "iaf", "iaf_fast": "density"},

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -34,6 +35,25 @@ JOB_TIMEOUT_S = 150.0
 WORKER_STOP_GRACE_S = 15.0
 
 
+T = TypeVar("T")
+
+
+def poll(
+    read: Callable[[], T], done: Callable[[T], bool], timeout_s: float, interval_s: float = 0.1
+) -> tuple[T, bool]:
+    """Calls ``read()`` every ``interval_s`` until ``done`` holds for what it returned or
+    ``timeout_s`` has passed: the last value read, and whether ``done`` held for it. The one
+    polling loop of the tests (``read`` is called at least once)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = read()
+        if done(value):
+            return value, True
+        if time.monotonic() >= deadline:
+            return value, False
+        time.sleep(interval_s)
+
+
 def poll_job(
     client: TestClient,
     job_id: str,
@@ -42,15 +62,27 @@ def poll_job(
     interval_s: float = 0.1,
 ) -> tuple[dict[str, Any], bool]:
     """Reads ``GET /v1/jobs/{job_id}`` every ``interval_s`` until ``done(job)`` or ``timeout_s``:
-    the last job read, and whether ``done`` held for it. The one polling loop of the tests."""
-    deadline = time.monotonic() + timeout_s
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if done(job):
-            return job, True
-        time.sleep(interval_s)
-    return job, False
+    the last job read, and whether ``done`` held for it."""
+    return poll(lambda: client.get(f"/v1/jobs/{job_id}").json(), done, timeout_s, interval_s)
+
+
+def wait_for_health(
+    base_url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 90.0
+) -> None:
+    """Waits until the server ``process`` started answers ``GET /healthz`` with 200; fails the
+    test with its ``log`` if it exits first or does not answer within ``timeout_s``."""
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"serve exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            return httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    _, answered = poll(healthy, bool, timeout_s, interval_s=0.3)
+    if not answered:
+        pytest.fail(f"serve did not answer within {timeout_s} s:\n{log.read_text()}")
 
 
 class Worker:

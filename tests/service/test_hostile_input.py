@@ -79,67 +79,113 @@ def _with(array: np.ndarray, index: tuple[int, ...], value: float) -> np.ndarray
     return changed
 
 
-# (id, file name, content, status, fragment of the message); the field is always "file".
-UPLOADS: list[tuple[str, str, bytes, int, str]] = [
+class UploadCase(NamedTuple):
+    """An uploaded file that is refused: its ``filename`` and ``content``, and the answer
+    (``status``, message ``fragment``); the field is always ``file``."""
+
+    id: str
+    filename: str
+    content: bytes
+    status: int
+    fragment: str
+
+
+UPLOADS: list[UploadCase] = [
     # Pickles and non-numeric arrays.
-    ("pickled-npy", "p.npy", npy(np.array([{"a": 1}, None], dtype=object)), 422, "pickle"),
-    ("pickled-npz", "p.npz", npz(x=np.array([[1, "a"]], dtype=object)), 422, "pickle"),
-    ("string-npy", "s.npy", npy(np.array([["1", "2"]])), 422, "dtype <U1"),
-    ("complex-npy", "c.npy", npy(np.ones((4, 2), np.complex64)), 422, "dtype complex64"),
-    ("structured-npy", "r.npy", npy(np.zeros((3, 2), "i4,f4")), 422, "real numeric"),
+    UploadCase(
+        "pickled-npy", "p.npy", npy(np.array([{"a": 1}, None], dtype=object)), 422, "pickle"
+    ),
+    UploadCase("pickled-npz", "p.npz", npz(x=np.array([[1, "a"]], dtype=object)), 422, "pickle"),
+    UploadCase("string-npy", "s.npy", npy(np.array([["1", "2"]])), 422, "dtype <U1"),
+    UploadCase("complex-npy", "c.npy", npy(np.ones((4, 2), np.complex64)), 422, "dtype complex64"),
+    UploadCase("structured-npy", "r.npy", npy(np.zeros((3, 2), "i4,f4")), 422, "real numeric"),
     # Truncated or corrupt containers.
-    ("truncated-npy", "t.npy", truncated(npy(POINTS)), 422, "truncated or corrupt"),
-    ("lying-header-npy", "l.npy", npy_declaring((10**9, 2)), 422, "only 16 bytes of data"),
-    ("garbage-npy", "g.npy", b"\x93NUMPY\x01\x00garbage", 422, "not a valid .npy"),
-    ("not-npy", "n.npy", b"1,2\n3,4\n", 422, "not a valid .npy"),
-    ("empty-npy", "e.npy", b"", 422, "not a valid .npy"),
-    ("truncated-npz", "t.npz", truncated(npz(x=POINTS)), 422, "not a valid zip archive"),
-    ("empty-zip", "e.zip", b"", 422, "not a valid zip archive"),
-    ("garbage-zip", "g.zip", RNG.bytes(2000), 422, "not a valid zip archive"),
-    ("truncated-zip", "t.zip", truncated(zip_of([("a.png", png(DIGIT))]), 0.9), 422, "zip"),
-    ("truncated-png", "t.zip", zip_of([("a.png", truncated(png(DIGIT)))]), 422, "corrupt"),
-    ("png-without-pixels", "e.zip", zip_of([("a.png", png_declaring(8, 8, False))]), 422, "a.png"),
+    UploadCase("truncated-npy", "t.npy", truncated(npy(POINTS)), 422, "truncated or corrupt"),
+    UploadCase(
+        "lying-header-npy", "l.npy", npy_declaring((10**9, 2)), 422, "only 16 bytes of data"
+    ),
+    UploadCase("garbage-npy", "g.npy", b"\x93NUMPY\x01\x00garbage", 422, "not a valid .npy"),
+    UploadCase("not-npy", "n.npy", b"1,2\n3,4\n", 422, "not a valid .npy"),
+    UploadCase("empty-npy", "e.npy", b"", 422, "not a valid .npy"),
+    UploadCase("truncated-npz", "t.npz", truncated(npz(x=POINTS)), 422, "not a valid zip archive"),
+    UploadCase("empty-zip", "e.zip", b"", 422, "not a valid zip archive"),
+    UploadCase("garbage-zip", "g.zip", RNG.bytes(2000), 422, "not a valid zip archive"),
+    UploadCase(
+        "truncated-zip", "t.zip", truncated(zip_of([("a.png", png(DIGIT))]), 0.9), 422, "zip"
+    ),
+    UploadCase(
+        "truncated-png", "t.zip", zip_of([("a.png", truncated(png(DIGIT)))]), 422, "corrupt"
+    ),
+    UploadCase(
+        "png-without-pixels",
+        "e.zip",
+        zip_of([("a.png", png_declaring(8, 8, False))]),
+        422,
+        "a.png",
+    ),
     # Values and shapes.
-    ("nan-npy", "n.npy", npy(_with(POINTS, (3, 1), np.nan)), 422, "non-finite value(s)"),
-    ("inf-npy", "i.npy", npy(_with(POINTS, (0, 0), np.inf)), 422, "non-finite value(s)"),
-    ("nan-npz", "n.npz", npz(x=_with(POINTS, (1, 1), np.nan)), 422, "NaN or Inf"),
-    ("huge-values-npy", "h.npy", npy(_with(POINTS, (2, 0), 1e30)), 422, "magnitude 1e+30"),
-    ("float-image-out-of-range", "f.npy", npy(np.full((2, 8, 8), 1.5)), 422, "[0, 1]"),
-    ("int-image-out-of-range", "i.npy", npy(np.full((2, 8, 8), 300)), 422, "0..255"),
-    ("nan-image", "n.npy", npy(_with(np.zeros((2, 8, 8)), (0, 1, 1), np.nan)), 422, "NaN"),
-    ("rank-1-npy", "r.npy", npy(np.zeros(10, np.float32)), 422, "rank 1"),
-    ("rank-5-npy", "r.npy", npy(np.zeros((2, 1, 1, 4, 4), np.uint8)), 422, "rank 5"),
-    ("scalar-npy", "s.npy", npy(np.float32(1.0)), 422, "rank 0"),
-    ("no-rows-npy", "z.npy", npy(np.zeros((0, 2), np.float32)), 422, "no rows"),
-    ("wide-points-npy", "w.npy", npy(np.zeros((4, 65), np.float32)), 422, "D=65"),
-    ("tiny-images-npy", "t.npy", npy(np.zeros((4, 1, 1), np.uint8)), 422, "between 2 and 256"),
-    ("five-channel-images", "c.npy", npy(np.zeros((4, 5, 8, 8), np.uint8)), 422, "channel"),
-    ("ambiguous-npz", "a.npz", npz(a=POINTS, b=POINTS), 422, "name the dataset array 'x'"),
-    ("empty-npz", "e.npz", npz(), 422, "holds arrays []"),
+    UploadCase("nan-npy", "n.npy", npy(_with(POINTS, (3, 1), np.nan)), 422, "non-finite value(s)"),
+    UploadCase("inf-npy", "i.npy", npy(_with(POINTS, (0, 0), np.inf)), 422, "non-finite value(s)"),
+    UploadCase("nan-npz", "n.npz", npz(x=_with(POINTS, (1, 1), np.nan)), 422, "NaN or Inf"),
+    UploadCase(
+        "huge-values-npy", "h.npy", npy(_with(POINTS, (2, 0), 1e30)), 422, "magnitude 1e+30"
+    ),
+    UploadCase("float-image-out-of-range", "f.npy", npy(np.full((2, 8, 8), 1.5)), 422, "[0, 1]"),
+    UploadCase("int-image-out-of-range", "i.npy", npy(np.full((2, 8, 8), 300)), 422, "0..255"),
+    UploadCase(
+        "nan-image", "n.npy", npy(_with(np.zeros((2, 8, 8)), (0, 1, 1), np.nan)), 422, "NaN"
+    ),
+    UploadCase("rank-1-npy", "r.npy", npy(np.zeros(10, np.float32)), 422, "rank 1"),
+    UploadCase("rank-5-npy", "r.npy", npy(np.zeros((2, 1, 1, 4, 4), np.uint8)), 422, "rank 5"),
+    UploadCase("scalar-npy", "s.npy", npy(np.float32(1.0)), 422, "rank 0"),
+    UploadCase("no-rows-npy", "z.npy", npy(np.zeros((0, 2), np.float32)), 422, "no rows"),
+    UploadCase("wide-points-npy", "w.npy", npy(np.zeros((4, 65), np.float32)), 422, "D=65"),
+    UploadCase(
+        "tiny-images-npy", "t.npy", npy(np.zeros((4, 1, 1), np.uint8)), 422, "between 2 and 256"
+    ),
+    UploadCase(
+        "five-channel-images", "c.npy", npy(np.zeros((4, 5, 8, 8), np.uint8)), 422, "channel"
+    ),
+    UploadCase(
+        "ambiguous-npz", "a.npz", npz(a=POINTS, b=POINTS), 422, "name the dataset array 'x'"
+    ),
+    UploadCase("empty-npz", "e.npz", npz(), 422, "holds arrays []"),
     # PNG archives: sizes, modes and content behind a .png name.
-    (
+    UploadCase(
         "mixed-sizes-zip",
         "m.zip",
         zip_of([("a.png", png(gray(8, 8))), ("b.png", png(gray(8, 6)))]),
         422,
         "all images must have the same size",
     ),
-    (
+    UploadCase(
         "mixed-modes-zip",
         "m.zip",
         zip_of([("a.png", png(gray())), ("b.png", png(np.zeros((8, 8, 3), np.uint8)))]),
         422,
         "'b.png' is 8x8 with 3 channels but 'a.png' is 8x8 with 1 channel",
     ),
-    ("jpeg-as-png", "j.zip", zip_of([("a.png", other_format(DIGIT, "JPEG"))]), 422, "not a PNG"),
-    ("gif-as-png", "g.zip", zip_of([("a.png", other_format(DIGIT, "GIF"))]), 422, "not a PNG"),
-    ("bmp-as-png", "b.zip", zip_of([("a.png", other_format(DIGIT, "BMP"))]), 422, "not a PNG"),
-    ("text-as-png", "t.zip", zip_of([("a.png", b"<svg></svg>")]), 422, "not a PNG"),
-    ("npy-as-png", "n.zip", zip_of([("a.png", npy(POINTS))]), 422, "not a PNG"),
-    ("png-over-256", "b.zip", zip_of([("a.png", png(gray(300, 8)))]), 422, "8x300 pixels"),
-    ("png-bomb-1e8", "b.zip", zip_of([("a.png", png_declaring(10_000, 10_000))]), 422, "bomb"),
-    ("png-bomb-4e8", "b.zip", zip_of([("a.png", png_declaring(20_000, 20_000))]), 422, "bomb"),
-    (
+    UploadCase(
+        "jpeg-as-png", "j.zip", zip_of([("a.png", other_format(DIGIT, "JPEG"))]), 422, "not a PNG"
+    ),
+    UploadCase(
+        "gif-as-png", "g.zip", zip_of([("a.png", other_format(DIGIT, "GIF"))]), 422, "not a PNG"
+    ),
+    UploadCase(
+        "bmp-as-png", "b.zip", zip_of([("a.png", other_format(DIGIT, "BMP"))]), 422, "not a PNG"
+    ),
+    UploadCase("text-as-png", "t.zip", zip_of([("a.png", b"<svg></svg>")]), 422, "not a PNG"),
+    UploadCase("npy-as-png", "n.zip", zip_of([("a.png", npy(POINTS))]), 422, "not a PNG"),
+    UploadCase(
+        "png-over-256", "b.zip", zip_of([("a.png", png(gray(300, 8)))]), 422, "8x300 pixels"
+    ),
+    UploadCase(
+        "png-bomb-1e8", "b.zip", zip_of([("a.png", png_declaring(10_000, 10_000))]), 422, "bomb"
+    ),
+    UploadCase(
+        "png-bomb-4e8", "b.zip", zip_of([("a.png", png_declaring(20_000, 20_000))]), 422, "bomb"
+    ),
+    UploadCase(
         "png-header-1000x1000",
         "b.zip",
         zip_of([("a.png", png_declaring(1000, 1000))]),
@@ -147,35 +193,35 @@ UPLOADS: list[tuple[str, str, bytes, int, str]] = [
         "1000x1000 pixels; images may be at most 256x256",
     ),
     # Zip bombs: sizes counted while decompressing.
-    (
+    UploadCase(
         "npz-bomb-ratio",
         "bomb.npz",
         npz(compressed=True, x=np.zeros((1_500_000, 2), np.float32)),
         422,
         "expands more than 200 times its compressed size",
     ),
-    (
+    UploadCase(
         "png-ratio-bomb",
         "bomb.zip",
         zip_of([("a.png", bytes(8 * MiB))]),
         422,
         "'a.png' of 'bomb.zip' expands more than 200 times its compressed size",
     ),
-    (
+    UploadCase(
         "png-entry-over-entry-limit",
         "big.zip",
         zip_of([("a.png", RNG.bytes(3 * MiB))]),
         422,
         "decompresses to more than 2621440 bytes, the limit for one entry",
     ),
-    (
+    UploadCase(
         "lying-size-bomb",
         "bomb.zip",
         lying_size_zip("a.png", 4 * MiB, 100),
         422,
         "could not be extracted",
     ),
-    (
+    UploadCase(
         "declared-size-bomb",
         "bomb.npz",
         lying_size_zip("x.npy", 1000, 200 * MiB),
@@ -183,32 +229,46 @@ UPLOADS: list[tuple[str, str, bytes, int, str]] = [
         "declares 209715200 bytes uncompressed",
     ),
     # Path tricks and odd entries.
-    ("dotdot-entry", "e.zip", zip_of([("../a.png", png(DIGIT))]), 422, "'..' component"),
-    ("nested-dotdot", "e.zip", zip_of([("x/../../a.png", png(DIGIT))]), 422, "'..' component"),
-    ("absolute-entry", "e.zip", zip_of([("/tmp/a.png", png(DIGIT))]), 422, "absolute path"),
-    ("drive-entry", "e.zip", zip_of([("C:/a.png", png(DIGIT))]), 422, "absolute path"),
-    ("backslash-dotdot", "e.zip", zip_of([("..\\a.png", png(DIGIT))]), 422, "'..' component"),
-    ("control-char-name", "e.zip", zip_of([("a\x01.png", png(DIGIT))]), 422, "control"),
-    ("symlink-entry", "s.zip", zip_with_symlink(), 422, "'b.png' of 's.zip' is a symbolic link"),
-    (
+    UploadCase("dotdot-entry", "e.zip", zip_of([("../a.png", png(DIGIT))]), 422, "'..' component"),
+    UploadCase(
+        "nested-dotdot", "e.zip", zip_of([("x/../../a.png", png(DIGIT))]), 422, "'..' component"
+    ),
+    UploadCase(
+        "absolute-entry", "e.zip", zip_of([("/tmp/a.png", png(DIGIT))]), 422, "absolute path"
+    ),
+    UploadCase("drive-entry", "e.zip", zip_of([("C:/a.png", png(DIGIT))]), 422, "absolute path"),
+    UploadCase(
+        "backslash-dotdot", "e.zip", zip_of([("..\\a.png", png(DIGIT))]), 422, "'..' component"
+    ),
+    UploadCase("control-char-name", "e.zip", zip_of([("a\x01.png", png(DIGIT))]), 422, "control"),
+    UploadCase(
+        "symlink-entry", "s.zip", zip_with_symlink(), 422, "'b.png' of 's.zip' is a symbolic link"
+    ),
+    UploadCase(
         "duplicate-entry",
         "d.zip",
         zip_of([("a.png", png(DIGIT)), ("a.png", png(DIGIT))]),
         422,
         "duplicates entry 'a.png'",
     ),
-    (
+    UploadCase(
         "duplicate-after-normalising",
         "d.zip",
         zip_of([("a.png", png(DIGIT)), ("./A.PNG", png(DIGIT))]),
         422,
         "duplicates entry 'a.png'",
     ),
-    ("directory-only", "d.zip", zip_with_directory_only(), 422, "contains no .png images"),
-    ("non-png-entry", "n.zip", zip_of([("a.png", png(DIGIT)), ("b.txt", b"x")]), 422, ".png"),
-    ("encrypted-entry", "c.zip", encrypted_zip(), 422, "is encrypted"),
-    ("npz-dotdot-member", "p.npz", zip_of([("../x.npy", npy(POINTS))]), 422, "'..' component"),
-    (
+    UploadCase(
+        "directory-only", "d.zip", zip_with_directory_only(), 422, "contains no .png images"
+    ),
+    UploadCase(
+        "non-png-entry", "n.zip", zip_of([("a.png", png(DIGIT)), ("b.txt", b"x")]), 422, ".png"
+    ),
+    UploadCase("encrypted-entry", "c.zip", encrypted_zip(), 422, "is encrypted"),
+    UploadCase(
+        "npz-dotdot-member", "p.npz", zip_of([("../x.npy", npy(POINTS))]), 422, "'..' component"
+    ),
+    UploadCase(
         "npz-symlink-member",
         "p.npz",
         zip_with_symlink().replace(b"b.png", b"x.npy"),
@@ -216,49 +276,67 @@ UPLOADS: list[tuple[str, str, bytes, int, str]] = [
         "symbolic link",
     ),
     # CSV.
-    ("csv-text", "t.csv", b"x,y\n1,2\n3,abc\n", 422, "line 3, column 2: 'abc' is not a number"),
-    ("csv-ragged", "r.csv", b"1,2\n3,4\n5\n", 422, "line 3 has 1 fields but earlier rows have 2"),
-    ("csv-empty", "e.csv", b"", 422, "no data rows"),
-    ("csv-blank-lines", "e.csv", b"\n\n  \n", 422, "no data rows"),
-    ("csv-header-only", "h.csv", b"x,y\n", 422, "no data rows"),
-    ("csv-two-headers", "h.csv", b"x,y\na,b\n1,2\n", 422, "line 2, column 1: 'a' is not a number"),
-    ("csv-header-later", "h.csv", b"1,2\nx,y\n", 422, "'x' is not a number"),
-    ("csv-nan", "n.csv", b"1,2\nnan,3\n", 422, "'nan' is not a finite number"),
-    ("csv-inf", "i.csv", b"1,2\n-inf,3\n", 422, "'-inf' is not a finite number"),
-    ("csv-overflow", "o.csv", b"1,2\n1e400,3\n", 422, "'1e400' is not a finite number"),
-    ("csv-hex", "h.csv", b"1,2\n0x10,3\n", 422, "'0x10' is not a number"),
-    ("csv-not-utf8", "l.csv", "1,é\n".encode("latin-1"), 422, "not UTF-8"),
-    ("csv-binary", "b.csv", b"\x00\x01\x02\xff\xfe", 422, "not UTF-8"),
-    ("csv-unclosed-quote", "q.csv", b'1,"2\n3,4\n', 422, "'2\\n3,4\\n' is not a number"),
-    ("csv-65-columns", "w.csv", (",".join(["1"] * 65) + "\n").encode(), 422, "65 columns"),
-    ("csv-ten-million-fields", "f.csv", b"1," * 10**7 + b"1\n", 422, "10000001 columns"),
-    ("csv-line-over-64-kib", "l.csv", b"1" * 100_000 + b"\n", 422, "100001 characters long"),
+    UploadCase(
+        "csv-text", "t.csv", b"x,y\n1,2\n3,abc\n", 422, "line 3, column 2: 'abc' is not a number"
+    ),
+    UploadCase(
+        "csv-ragged", "r.csv", b"1,2\n3,4\n5\n", 422, "line 3 has 1 fields but earlier rows have 2"
+    ),
+    UploadCase("csv-empty", "e.csv", b"", 422, "no data rows"),
+    UploadCase("csv-blank-lines", "e.csv", b"\n\n  \n", 422, "no data rows"),
+    UploadCase("csv-header-only", "h.csv", b"x,y\n", 422, "no data rows"),
+    UploadCase(
+        "csv-two-headers",
+        "h.csv",
+        b"x,y\na,b\n1,2\n",
+        422,
+        "line 2, column 1: 'a' is not a number",
+    ),
+    UploadCase("csv-header-later", "h.csv", b"1,2\nx,y\n", 422, "'x' is not a number"),
+    UploadCase("csv-nan", "n.csv", b"1,2\nnan,3\n", 422, "'nan' is not a finite number"),
+    UploadCase("csv-inf", "i.csv", b"1,2\n-inf,3\n", 422, "'-inf' is not a finite number"),
+    UploadCase("csv-overflow", "o.csv", b"1,2\n1e400,3\n", 422, "'1e400' is not a finite number"),
+    UploadCase("csv-hex", "h.csv", b"1,2\n0x10,3\n", 422, "'0x10' is not a number"),
+    UploadCase("csv-not-utf8", "l.csv", "1,é\n".encode("latin-1"), 422, "not UTF-8"),
+    UploadCase("csv-binary", "b.csv", b"\x00\x01\x02\xff\xfe", 422, "not UTF-8"),
+    UploadCase("csv-unclosed-quote", "q.csv", b'1,"2\n3,4\n', 422, "'2\\n3,4\\n' is not a number"),
+    UploadCase(
+        "csv-65-columns", "w.csv", (",".join(["1"] * 65) + "\n").encode(), 422, "65 columns"
+    ),
+    UploadCase("csv-ten-million-fields", "f.csv", b"1," * 10**7 + b"1\n", 422, "10000001 columns"),
+    UploadCase(
+        "csv-line-over-64-kib", "l.csv", b"1" * 100_000 + b"\n", 422, "100001 characters long"
+    ),
     # Names.
-    ("unknown-extension", "points.txt", b"1,2\n", 422, "accepted extensions are"),
-    ("no-extension", "points", b"1,2\n", 422, "'(none)'"),
-    ("double-extension", "points.csv.exe", b"1,2\n", 422, "'.exe'"),
+    UploadCase("unknown-extension", "points.txt", b"1,2\n", 422, "accepted extensions are"),
+    UploadCase("no-extension", "points", b"1,2\n", 422, "'(none)'"),
+    UploadCase("double-extension", "points.csv.exe", b"1,2\n", 422, "'.exe'"),
 ]
 
-# Uploads against the strict app: (id, file name, content, status, fragment).
-STRICT_UPLOADS: list[tuple[str, str, bytes, int, str]] = [
-    (
+# Uploads against the strict app.
+STRICT_UPLOADS: list[UploadCase] = [
+    UploadCase(
         "too-many-entries",
         "many.zip",
         zip_of([(f"{index:03d}.png", png(gray(4, 4))) for index in range(51)]),
         422,
         "has more than 50 entries; at most 50",
     ),
-    (
+    UploadCase(
         "too-many-npz-members",
         "many.npz",
         npz(**{f"a{index}": np.zeros(1) for index in range(60)}),
         422,
         "has more than 50 entries",
     ),
-    ("png-over-side-cap", "b.zip", zip_of([("a.png", png(gray(17, 17)))]), 422, "at most 16x16"),
-    ("too-many-items", "p.csv", b"1,2\n" * 51, 422, "EFNF_MAX_DATASET_ITEMS"),
-    ("npy-over-side-cap", "b.npy", npy(np.zeros((2, 32, 32), np.uint8)), 422, "at most 16x16"),
-    (
+    UploadCase(
+        "png-over-side-cap", "b.zip", zip_of([("a.png", png(gray(17, 17)))]), 422, "at most 16x16"
+    ),
+    UploadCase("too-many-items", "p.csv", b"1,2\n" * 51, 422, "EFNF_MAX_DATASET_ITEMS"),
+    UploadCase(
+        "npy-over-side-cap", "b.npy", npy(np.zeros((2, 32, 32), np.uint8)), 422, "at most 16x16"
+    ),
+    UploadCase(
         "file-over-limit-within-envelope",
         "big.npy",
         npy(np.zeros((40_000, 2), np.float32)),
@@ -267,17 +345,28 @@ STRICT_UPLOADS: list[tuple[str, str, bytes, int, str]] = [
     ),
 ]
 
-# Request bodies over the strict limits: (id, method path, request kwargs, status, fragment).
-# The field is always "body".
-BODIES: list[tuple[str, str, dict[str, Any], int, str]] = [
-    (
+
+class BodyCase(NamedTuple):
+    """A request body over the strict limits: the POST ``path``, the client's keyword arguments
+    (``request``) and the answer (``status``, message ``fragment``); the field is always
+    ``body``."""
+
+    id: str
+    path: str
+    request: dict[str, Any]
+    status: int
+    fragment: str
+
+
+BODIES: list[BodyCase] = [
+    BodyCase(
         "upload-over-content-length",
         "/v1/datasets",
         {"files": {"file": ("big.npy", bytes(STRICT_BODY_LIMIT + 1))}},
         413,
         "nothing was read",
     ),
-    (
+    BodyCase(
         "chunked-upload-without-content-length",
         "/v1/datasets",
         {
@@ -287,42 +376,42 @@ BODIES: list[tuple[str, str, dict[str, Any], int, str]] = [
         413,
         "the upload was stopped after",
     ),
-    (
+    BodyCase(
         "content-length-smaller-than-body",
         "/v1/datasets/builtin",
         {"content": b'{"name": "rings"}', "headers": {"content-length": "4"}},
         400,
         "more than the 4 bytes its Content-Length declares",
     ),
-    (
+    BodyCase(
         "content-length-larger-than-limit",
         "/v1/datasets/builtin",
         {"content": b'{"name": "rings"}', "headers": {"content-length": str(10**12)}},
         413,
         "Content-Length 1000000000000 is above the limit",
     ),
-    (
+    BodyCase(
         "content-length-not-a-number",
         "/v1/datasets/builtin",
         {"content": b'{"name": "rings"}', "headers": {"content-length": "12abc"}},
         400,
         "Content-Length '12abc' is not a byte count",
     ),
-    (
+    BodyCase(
         "content-length-negative",
         "/v1/datasets/builtin",
         {"content": b'{"name": "rings"}', "headers": {"content-length": "-1"}},
         400,
         "Content-Length '-1' is not a byte count",
     ),
-    (
+    BodyCase(
         "json-over-limit",
         "/v1/jobs",
         {"content": b'{"dataset_id": "' + b"x" * 20_000 + b'"}'},
         413,
         "(EFNF_MAX_JSON_BYTES)",
     ),
-    (
+    BodyCase(
         "chunked-json-over-limit",
         "/v1/jobs",
         {
@@ -332,14 +421,14 @@ BODIES: list[tuple[str, str, dict[str, Any], int, str]] = [
         413,
         "the upload was stopped after",
     ),
-    (
+    BodyCase(
         "scoring-json-over-limit",
         "/v1/models/job_x/log-prob",
         {"json": {"inputs": [[0.5, 0.5]] * 2000}},
         413,
         "EFNF_MAX_JSON_BYTES",
     ),
-    (
+    BodyCase(
         "scoring-files-over-limit",
         "/v1/models/job_x/log-prob",
         {"files": [("files", (f"{i}.png", bytes(100_000))) for i in range(6)]},
@@ -349,15 +438,29 @@ BODIES: list[tuple[str, str, dict[str, Any], int, str]] = [
 ]
 
 
-# Built-in data sets: (id, body, status, field, fragment).
-BUILTINS: list[tuple[str, Any, int, str, str]] = [
-    ("unknown-name", {"name": "../etc/passwd"}, 422, "name", "is not a built-in data set"),
-    ("n-zero", {"name": "rings", "n": 0}, 422, "n", "greater than or equal to 1"),
-    ("n-over-limit", {"name": "rings", "n": 10**6}, 422, "n", "EFNF_MAX_BUILTIN_ITEMS"),
-    ("n-huge", {"name": "rings", "n": 10**30}, 422, "n", "EFNF_MAX_BUILTIN_ITEMS"),
-    ("seed-negative", {"name": "rings", "seed": -3}, 422, "seed", "greater than or equal"),
-    ("extra-field", {"name": "rings", "path": "/tmp"}, 422, "path", "Extra inputs"),
-    ("name-missing", {}, 422, "name", "Field required"),
+class BuiltinCase(NamedTuple):
+    """A refused request for a built-in data set: the JSON ``body`` and the answer (``status``,
+    ``field``, message ``fragment``)."""
+
+    id: str
+    body: Any
+    status: int
+    field: str
+    fragment: str
+
+
+BUILTINS: list[BuiltinCase] = [
+    BuiltinCase(
+        "unknown-name", {"name": "../etc/passwd"}, 422, "name", "is not a built-in data set"
+    ),
+    BuiltinCase("n-zero", {"name": "rings", "n": 0}, 422, "n", "greater than or equal to 1"),
+    BuiltinCase("n-over-limit", {"name": "rings", "n": 10**6}, 422, "n", "EFNF_MAX_BUILTIN_ITEMS"),
+    BuiltinCase("n-huge", {"name": "rings", "n": 10**30}, 422, "n", "EFNF_MAX_BUILTIN_ITEMS"),
+    BuiltinCase(
+        "seed-negative", {"name": "rings", "seed": -3}, 422, "seed", "greater than or equal"
+    ),
+    BuiltinCase("extra-field", {"name": "rings", "path": "/tmp"}, 422, "path", "Extra inputs"),
+    BuiltinCase("name-missing", {}, 422, "name", "Field required"),
 ]
 
 
@@ -511,14 +614,29 @@ JOBS: list[JobCase] = [
     ),
 ]
 
-# Raw job bodies: (id, content, status, field, fragment).
-RAW_JOBS: list[tuple[str, bytes, int, str, str]] = [
-    ("not-json", b"{not json", 422, "body", "invalid JSON at character 1"),
-    ("json-array", b"[1, 2]", 422, "body", "valid dictionary"),
-    ("json-string", b'"job"', 422, "body", "valid dictionary"),
-    ("no-dataset", b'{"flow": {"data_shape": [2]}}', 422, "dataset_id", "Field required"),
-    ("deep-nesting", b'{"flow": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "body", "recursion"),
-    (
+
+class RawJobCase(NamedTuple):
+    """A job body refused before it is a job: the raw ``content`` and the answer (``status``,
+    ``field``, message ``fragment``)."""
+
+    id: str
+    content: bytes
+    status: int
+    field: str
+    fragment: str
+
+
+RAW_JOBS: list[RawJobCase] = [
+    RawJobCase("not-json", b"{not json", 422, "body", "invalid JSON at character 1"),
+    RawJobCase("json-array", b"[1, 2]", 422, "body", "valid dictionary"),
+    RawJobCase("json-string", b'"job"', 422, "body", "valid dictionary"),
+    RawJobCase(
+        "no-dataset", b'{"flow": {"data_shape": [2]}}', 422, "dataset_id", "Field required"
+    ),
+    RawJobCase(
+        "deep-nesting", b'{"flow": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "body", "recursion"
+    ),
+    RawJobCase(
         "grad-clip-infinity",
         b'{"dataset_id": "ds_x", "flow": {"data_shape": [2]}, '
         b'"training": {"grad_clip": Infinity}}',
@@ -526,14 +644,14 @@ RAW_JOBS: list[tuple[str, bytes, int, str, str]] = [
         "training.grad_clip",
         "finite number",
     ),
-    (
+    RawJobCase(
         "lipschitz-nan",
         b'{"dataset_id": "ds_x", "flow": {"data_shape": [2], "lipschitz_coeff": NaN}}',
         422,
         "flow.lipschitz_coeff",
         "finite number",
     ),
-    (
+    RawJobCase(
         "geometric-p-minus-infinity",
         b'{"dataset_id": "ds_x", "flow": {"data_shape": [2], "estimator": {"geometric_p": '
         b"-Infinity}}}",
@@ -771,7 +889,8 @@ SCORES: list[ModelCase] = [
         {"files": _png_files(other_format(DIGIT, "JPEG"))},
         422,
         "files",
-        "not a PNG",
+        # The entry is named; the archive the service built around the files is not.
+        "files ('0.png'): entry '000000.png' is not a PNG",
     ),
     ModelCase(
         "png-truncated",
@@ -897,8 +1016,8 @@ STRICT_SAMPLES: list[ModelCase] = [
 ]
 
 
-def _ids(cases: list[tuple]) -> list[str]:
-    return [case[0] for case in cases]
+def _ids(cases: list[Any]) -> list[str]:
+    return [case.id for case in cases]
 
 
 def assert_refused(response: Any, status: int, field: str, fragment: str) -> None:
@@ -977,48 +1096,31 @@ def models(stack: Stack, trained: Trained) -> dict[str, str]:
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
-@pytest.mark.parametrize(
-    ("name", "content", "status", "fragment"), [c[1:] for c in UPLOADS], ids=_ids(UPLOADS)
-)
-def test_bad_upload(stack: Stack, name: str, content: bytes, status: int, fragment: str) -> None:
-    response = stack.client.post("/v1/datasets", files={"file": (name, content)})
-    assert_refused(response, status, "file", fragment)
-    assert name in response.json()["message"]
+@pytest.mark.parametrize("case", UPLOADS, ids=_ids(UPLOADS))
+def test_bad_upload(stack: Stack, case: UploadCase) -> None:
+    response = stack.client.post("/v1/datasets", files={"file": (case.filename, case.content)})
+    assert_refused(response, case.status, "file", case.fragment)
+    assert case.filename in response.json()["message"]
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
-@pytest.mark.parametrize(
-    ("name", "content", "status", "fragment"),
-    [c[1:] for c in STRICT_UPLOADS],
-    ids=_ids(STRICT_UPLOADS),
-)
-def test_bad_upload_under_strict_limits(
-    strict: TestClient, name: str, content: bytes, status: int, fragment: str
-) -> None:
-    assert_refused(
-        strict.post("/v1/datasets", files={"file": (name, content)}), status, "file", fragment
-    )
+@pytest.mark.parametrize("case", STRICT_UPLOADS, ids=_ids(STRICT_UPLOADS))
+def test_bad_upload_under_strict_limits(strict: TestClient, case: UploadCase) -> None:
+    response = strict.post("/v1/datasets", files={"file": (case.filename, case.content)})
+    assert_refused(response, case.status, "file", case.fragment)
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
-@pytest.mark.parametrize(
-    ("path", "request_kwargs", "status", "fragment"), [c[1:] for c in BODIES], ids=_ids(BODIES)
-)
-def test_body_over_limit(
-    strict: TestClient, path: str, request_kwargs: dict[str, Any], status: int, fragment: str
-) -> None:
-    assert_refused(strict.post(path, **request_kwargs), status, "body", fragment)
+@pytest.mark.parametrize("case", BODIES, ids=_ids(BODIES))
+def test_body_over_limit(strict: TestClient, case: BodyCase) -> None:
+    assert_refused(strict.post(case.path, **case.request), case.status, "body", case.fragment)
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
-@pytest.mark.parametrize(
-    ("body", "status", "field", "fragment"), [c[1:] for c in BUILTINS], ids=_ids(BUILTINS)
-)
-def test_bad_builtin_data_set(
-    stack: Stack, body: Any, status: int, field: str, fragment: str
-) -> None:
-    response = stack.client.post("/v1/datasets/builtin", json=body)
-    assert_refused(response, status, field, fragment)
+@pytest.mark.parametrize("case", BUILTINS, ids=_ids(BUILTINS))
+def test_bad_builtin_data_set(stack: Stack, case: BuiltinCase) -> None:
+    response = stack.client.post("/v1/datasets/builtin", json=case.body)
+    assert_refused(response, case.status, case.field, case.fragment)
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
@@ -1033,16 +1135,12 @@ def test_bad_job(stack: Stack, trained: Trained, case: JobCase) -> None:
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
-@pytest.mark.parametrize(
-    ("content", "status", "field", "fragment"), [c[1:] for c in RAW_JOBS], ids=_ids(RAW_JOBS)
-)
-def test_bad_job_body(
-    stack: Stack, content: bytes, status: int, field: str, fragment: str
-) -> None:
+@pytest.mark.parametrize("case", RAW_JOBS, ids=_ids(RAW_JOBS))
+def test_bad_job_body(stack: Stack, case: RawJobCase) -> None:
     response = stack.client.post(
-        "/v1/jobs", content=content, headers={"content-type": "application/json"}
+        "/v1/jobs", content=case.content, headers={"content-type": "application/json"}
     )
-    assert_refused(response, status, field, fragment)
+    assert_refused(response, case.status, case.field, case.fragment)
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
@@ -1083,10 +1181,21 @@ def test_bad_sampling_under_strict_limits(
     assert_refused(response, case.status, case.field, case.fragment)
 
 
-# Names, ids, paths and queries: (id, method, url, request kwargs, field, fragment). PostgreSQL
-# answered NUL and names over the column's width with a 500; escapes were stored as-is.
-TEXTS: list[tuple[str, str, str, dict[str, Any], str, str]] = [
-    (
+class TextCase(NamedTuple):
+    """A name, id, path or query that is refused with a 422: the ``method``, ``url`` and client
+    keyword arguments (``request``), and the answer (``field``, message ``fragment``)."""
+
+    id: str
+    method: str
+    url: str
+    request: dict[str, Any]
+    field: str
+    fragment: str
+
+
+# PostgreSQL answered NUL and names over the column's width with a 500; escapes were stored as-is.
+TEXTS: list[TextCase] = [
+    TextCase(
         "filename-over-name-width",
         "POST",
         "/v1/datasets",
@@ -1094,7 +1203,7 @@ TEXTS: list[tuple[str, str, str, dict[str, Any], str, str]] = [
         "name",
         "name has 254 characters; at most 200 are allowed; send a shorter name",
     ),
-    (
+    TextCase(
         "filename-over-255",
         "POST",
         "/v1/datasets",
@@ -1102,7 +1211,7 @@ TEXTS: list[tuple[str, str, str, dict[str, Any], str, str]] = [
         "file",
         "file name has 304 characters; at most 255",
     ),
-    (
+    TextCase(
         "nul-in-name",
         "POST",
         "/v1/datasets",
@@ -1110,7 +1219,7 @@ TEXTS: list[tuple[str, str, str, dict[str, Any], str, str]] = [
         "name",
         "U+0000 (a control character) at position 1",
     ),
-    (
+    TextCase(
         "ansi-escape-in-name",
         "POST",
         "/v1/datasets",
@@ -1118,7 +1227,7 @@ TEXTS: list[tuple[str, str, str, dict[str, Any], str, str]] = [
         "name",
         "U+001B",
     ),
-    (
+    TextCase(
         "rtl-override-in-name",
         "POST",
         "/v1/datasets",
@@ -1126,7 +1235,7 @@ TEXTS: list[tuple[str, str, str, dict[str, Any], str, str]] = [
         "name",
         "U+202E (a bidirectional formatting character)",
     ),
-    (
+    TextCase(
         "nul-in-body-dataset-id",
         "POST",
         "/v1/jobs",
@@ -1134,25 +1243,19 @@ TEXTS: list[tuple[str, str, str, dict[str, Any], str, str]] = [
         "dataset_id",
         "U+0000",
     ),
-    ("nul-in-path-id", "GET", "/v1/datasets/ds_%00x", {}, "path", "U+0000"),
-    ("nul-in-job-path", "POST", "/v1/jobs/job_%00/cancel", {}, "path", "U+0000"),
-    ("nul-in-delete-path", "DELETE", "/v1/datasets/%00", {}, "path", "U+0000"),
-    ("nul-in-query", "GET", "/v1/jobs?dataset_id=a%00", {}, "dataset_id", "U+0000"),
-    ("escape-in-query", "GET", "/v1/jobs?state=%1b", {}, "state", "U+001B"),
+    TextCase("nul-in-path-id", "GET", "/v1/datasets/ds_%00x", {}, "path", "U+0000"),
+    TextCase("nul-in-job-path", "POST", "/v1/jobs/job_%00/cancel", {}, "path", "U+0000"),
+    TextCase("nul-in-delete-path", "DELETE", "/v1/datasets/%00", {}, "path", "U+0000"),
+    TextCase("nul-in-query", "GET", "/v1/jobs?dataset_id=a%00", {}, "dataset_id", "U+0000"),
+    TextCase("escape-in-query", "GET", "/v1/jobs?state=%1b", {}, "state", "U+001B"),
 ]
 
 
 @pytest.mark.usefixtures("nothing_left_behind")
-@pytest.mark.parametrize(
-    ("method", "url", "request_kwargs", "field", "fragment"),
-    [c[1:] for c in TEXTS],
-    ids=_ids(TEXTS),
-)
-def test_unprintable_or_overlong_text(
-    stack: Stack, method: str, url: str, request_kwargs: dict[str, Any], field: str, fragment: str
-) -> None:
-    response = stack.client.request(method, url, **request_kwargs)
-    assert_refused(response, 422, field, fragment)
+@pytest.mark.parametrize("case", TEXTS, ids=_ids(TEXTS))
+def test_unprintable_or_overlong_text(stack: Stack, case: TextCase) -> None:
+    response = stack.client.request(case.method, case.url, **case.request)
+    assert_refused(response, 422, case.field, case.fragment)
 
 
 def test_limits_leave_room_for_good_requests(strict: TestClient, models: dict[str, str]) -> None:

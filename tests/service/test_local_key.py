@@ -12,7 +12,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -23,25 +22,9 @@ from app.db.session import get_engine, session_scope
 from app.key_admin import LOCAL_KEY_FILE, ensure_local_key
 from app.settings import Settings
 from tests.service.private_servers import spare_port
-from tests.service.stack import REPO_ROOT
+from tests.service.stack import REPO_ROOT, wait_for_health
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(180)]
-
-START_TIMEOUT_S = 90.0
-
-
-def _wait_for_health(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"serve did not answer within {START_TIMEOUT_S} s:\n{log.read_text()}")
 
 
 def test_serve_prints_and_saves_a_local_key_on_first_start(tmp_path: Path) -> None:
@@ -68,7 +51,7 @@ def test_serve_prints_and_saves_a_local_key_on_first_start(tmp_path: Path) -> No
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for_health(base_url, process, log)
+        wait_for_health(base_url, process, log)
         key_file = data_dir / LOCAL_KEY_FILE
         key = key_file.read_text().strip()
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -23,8 +22,7 @@ from app.db.session import get_engine, session_scope
 from app.key_admin import LOCAL_KEY_FILE
 from tests.service.payloads import POINTS_FLOW
 from tests.service.private_servers import spare_port
-from tests.service.stack import REPO_ROOT
-from tests.service.test_local_key import _wait_for_health
+from tests.service.stack import REPO_ROOT, poll, wait_for_health
 
 pytestmark = [pytest.mark.service, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -84,7 +82,7 @@ def test_killed_launcher_takes_its_worker_and_refunds_the_attempt(tmp_path: Path
     worker_group = None
     try:
         base_url = f"http://127.0.0.1:{port}"
-        _wait_for_health(base_url, launcher, log)
+        wait_for_health(base_url, launcher, log)
         key = (data_dir / LOCAL_KEY_FILE).read_text().strip()
         client = httpx.Client(
             base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
@@ -96,20 +94,23 @@ def test_killed_launcher_takes_its_worker_and_refunds_the_attempt(tmp_path: Path
             "/v1/jobs",
             json={"dataset_id": dataset.json()["id"], "flow": POINTS_FLOW, "training": training},
         ).json()
-        deadline = time.monotonic() + 120
-        while client.get(f"/v1/jobs/{job['id']}").json()["step"] < 1:
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
+        _, stepped = poll(
+            lambda: client.get(f"/v1/jobs/{job['id']}").json()["step"],
+            lambda step: step >= 1,
+            timeout_s=120,
+            interval_s=0.5,
+        )
+        assert stepped, log.read_text()
         (worker,) = _children(launcher.pid)
         worker_group = os.getpgid(worker)
         assert worker_group != launcher.pid and len(_process_group(worker_group)) >= 2
 
         launcher.kill()
         launcher.wait(10)
-        deadline = time.monotonic() + GONE_WITHIN_S
-        while _process_group(worker_group):
-            assert time.monotonic() < deadline, f"still running: {_process_group(worker_group)}"
-            time.sleep(0.2)
+        left, gone = poll(
+            lambda: _process_group(worker_group), lambda members: not members, GONE_WITHIN_S, 0.2
+        )
+        assert gone, f"still running: {left}"
 
         with session_scope(database_url) as session:
             row = session.get(Job, job["id"])

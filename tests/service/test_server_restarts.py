@@ -16,7 +16,7 @@ import pytest
 from tests.service.conftest import PrivateServers
 from tests.service.faults import RecordProperty, assert_exact_metric_history, builtin_points
 from tests.service.payloads import POINTS_FLOW, submit_job
-from tests.service.stack import Stack
+from tests.service.stack import Stack, poll
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(300)]
 
@@ -25,12 +25,10 @@ DATABASE_DOWN_S = 2.0
 
 
 def _ready(stack: Stack) -> dict:
-    deadline = time.monotonic() + 30
-    while True:
-        response = stack.client.get("/readyz")
-        if response.status_code == 200 or time.monotonic() > deadline:
-            return response.json()
-        time.sleep(0.5)
+    response, _ = poll(
+        lambda: stack.client.get("/readyz"), lambda r: r.status_code == 200, 30, interval_s=0.5
+    )
+    return response.json()
 
 
 def test_redis_restart_loses_no_running_queued_or_unsent_job(
