@@ -205,7 +205,7 @@ UPLOADS: list[UploadCase] = [
         "bomb.zip",
         zip_of([("a.png", bytes(8 * MiB))]),
         422,
-        "'a.png' of 'bomb.zip' expands more than 200 times its compressed size",
+        "file 'bomb.zip': entry 'a.png' expands more than 200 times its compressed size",
     ),
     UploadCase(
         "png-entry-over-entry-limit",
@@ -242,7 +242,11 @@ UPLOADS: list[UploadCase] = [
     ),
     UploadCase("control-char-name", "e.zip", zip_of([("a\x01.png", png(DIGIT))]), 422, "control"),
     UploadCase(
-        "symlink-entry", "s.zip", zip_with_symlink(), 422, "'b.png' of 's.zip' is a symbolic link"
+        "symlink-entry",
+        "s.zip",
+        zip_with_symlink(),
+        422,
+        "file 's.zip': entry 'b.png' is a symbolic link",
     ),
     UploadCase(
         "duplicate-entry",

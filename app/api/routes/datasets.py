@@ -25,6 +25,7 @@ from app.limits import check_storage_quota
 from app.previews import preview_png
 from app.settings import Settings
 from flows.data import BUILTIN_DATASETS, DataError, Dataset, load_builtin
+from flows.errors import FileError
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -95,6 +96,13 @@ def _store(
 UPLOAD_EXAMPLE = {"file": "points.npy", "name": "my points"}
 
 
+def _problem(error: DataError, filename: str) -> str:
+    """The error without the upload's own name, which the message already starts with."""
+    if isinstance(error, FileError) and error.filename == filename:
+        return error.without_filename()
+    return str(error)
+
+
 def _check_names(filename: str, name: str | None) -> None:
     """The file name (the default name, and part of the source) and the name must be printable
     and fit their columns."""
@@ -142,7 +150,7 @@ def upload_dataset(
     try:
         dataset = read_upload(content, filename, settings)
     except DataError as error:
-        raise ApiError(422, f"file {filename!r}: {error}", "file") from error
+        raise ApiError(422, f"file {filename!r}: {_problem(error, filename)}", "file") from error
     row = _store(session, settings, owner, dataset, name or filename, f"upload:{filename}", {})
     return DatasetOut.from_row(row)
 
