@@ -298,13 +298,13 @@ def test_one_padding_draw_reports_an_unknown_standard_error() -> None:
     one = make_flow(
         group="C4", data_shape=[2], depth=1, width=2, padding_channels=1, padding_eval_samples=1
     )
-    _, stderr = one.log_prob(torch.from_numpy(x), return_stderr=True)
+    _, stderr = one.log_prob_with_stderr(torch.from_numpy(x))
     assert torch.isnan(stderr).all()
     assert score(one, x).stderr is None
     two = make_flow(
         group="C4", data_shape=[2], depth=1, width=2, padding_channels=1, padding_eval_samples=2
     )
-    _, stderr = two.log_prob(torch.from_numpy(x), return_stderr=True)
+    _, stderr = two.log_prob_with_stderr(torch.from_numpy(x))
     assert (stderr > 0).all() and torch.isfinite(stderr).all()
 
 
