@@ -253,7 +253,8 @@ def train(
             }
             suffix = BOUND_SUFFIX if flow.is_lower_bound else ""
             if run.is_images:
-                metrics[f"bpd{suffix}"] = mean_loss / math.log(2.0) + math.log2(256)
+                # The loss is the mean negative log-density per dimension.
+                metrics[f"bpd{suffix}"] = bits_per_dim(-mean_loss * flow.dim, flow.dim)
             else:
                 metrics[f"nll{suffix}"] = mean_loss * flow.dim
             metrics.update(run.validation_metrics(step))

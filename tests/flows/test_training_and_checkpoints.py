@@ -83,6 +83,8 @@ def test_images_train_with_the_estimator_and_report_bpd() -> None:
     result = train(build_flow(DIGITS), digits(64), config, recorder)
     assert set(recorder.metrics) == {2, 4}
     assert 0.0 < result.metrics["bpd"] < 16.0 and "val_bpd" in result.metrics
+    # The loss is nats per dimension: bpd = loss / ln 2 + log2(256).
+    assert result.metrics["bpd"] == pytest.approx(result.metrics["loss"] / math.log(2.0) + 8.0)
 
 
 def test_validation_bpd_is_the_exact_bpd_where_the_config_allows_it() -> None:
