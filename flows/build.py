@@ -56,9 +56,7 @@ def _coupling(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLay
         net = build_conditioner(types, types.data, types.data + types.data, config)
         mask = checkerboard_mask(height, width, parity=index % 2)
         return [CheckerboardCoupling(net, types.data, mask, config.scale_bound)]
-    fields = list(range(config.n_fields))
-    transformed = [f for f in fields if f % 2 == index % 2]
-    kept = [f for f in fields if f % 2 != index % 2]
+    kept, transformed = config.coupling_fields(index)
     moved_type = types.subtype(transformed)
     net = build_conditioner(types, types.subtype(kept), moved_type + moved_type, config)
     return [FieldCoupling(net, types.subtype(kept), kept, transformed, config.scale_bound)]
@@ -164,13 +162,10 @@ def build_flow(config: FlowConfig, seed: int = 0) -> Flow:
         layers: list[FlowLayer] = []
         if not config.is_points and config.logit_alpha is not None:
             layers.append(LogitTransform(config.logit_alpha, channels=config.data_shape[0]))
-        counts = dict.fromkeys(BLOCK_BUILDERS, 0)
-        for _ in range(config.depth):
-            for kind in config.block_pattern:
-                if config.actnorm:
-                    layers.append(EquivariantActNorm(types.data))
-                layers += BLOCK_BUILDERS[kind](types, config, counts[kind])
-                counts[kind] += 1
+        for block in config.block_plan:
+            if config.actnorm:
+                layers.append(EquivariantActNorm(types.data))
+            layers += BLOCK_BUILDERS[block.kind](types, config, block.index)
         if config.actnorm:
             layers.append(EquivariantActNorm(types.data))
         padding = None
