@@ -24,8 +24,8 @@ from flows import FlowConfig, TrainConfig, build_flow
 from flows.checkpoint import load_flow, save_checkpoint
 from flows.data import digits, eight_gaussians, quantize
 from flows.flow import DATA_INITIALIZED_LAYERS
-from flows.groups import build_field_types, enn
-from flows.layers import ResidualBlock
+from flows.groups import build_field_types
+from flows.layers import EquivariantNet, ResidualBlock
 from flows.lipschitz import (
     LipschitzConv2d,
     LipschitzLinear,
@@ -168,7 +168,7 @@ def _negative_identity_block(coeff: float) -> ResidualBlock:
         target = -50.0 * torch.eye(2, dtype=torch.float64).reshape(-1)
         solution = torch.linalg.lstsq(torch.stack(basis, 1), target).solution
         weights.copy_(solution.to(weights.dtype))
-    block = ResidualBlock(enn.SequentialModule(layer), data, atol=1e-6, max_iter=50_000)
+    block = ResidualBlock(EquivariantNet(layer), atol=1e-6, max_iter=50_000)
     return block.eval()
 
 
