@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flows import Flow
-from flows.checkpoint import CheckpointInfo, load_flow, read_checkpoint_info
+from flows.checkpoint import CheckpointInfo, load_flow_with_info
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,8 @@ class ModelCache:
                 if checkpoint_id in self._entries:
                     return self._entries[checkpoint_id]
             try:
-                blob = load_blob()
-                model = LoadedModel(
-                    checkpoint_id=checkpoint_id,
-                    flow=load_flow(blob, device=self._device),
-                    info=read_checkpoint_info(blob),
-                )
+                flow, info = load_flow_with_info(load_blob(), device=self._device)
+                model = LoadedModel(checkpoint_id=checkpoint_id, flow=flow, info=info)
             except BaseException:
                 with self._lock:
                     self._load_failures += 1

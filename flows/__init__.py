@@ -8,7 +8,7 @@ lp = flow.log_prob(x, method="exact")
 from flows.build import build_flow
 from flows.config import FlowConfig, LogDetEstimatorConfig, TrainConfig
 from flows.errors import DataError, FlowError, InputError, InverseNotConverged, TrainingDiverged
-from flows.flow import Flow, InverseReport
+from flows.flow import Flow, InverseReport, LogProbEstimate
 from flows.training import TrainCallbacks, TrainResult, train
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "InverseNotConverged",
     "InverseReport",
     "LogDetEstimatorConfig",
+    "LogProbEstimate",
     "TrainCallbacks",
     "TrainConfig",
     "TrainResult",

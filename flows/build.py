@@ -42,7 +42,6 @@ def _residual(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLay
     net = build_subnet(types, config)
     block = ResidualBlock(
         net,
-        types.data,
         atol=config.inverse_atol,
         max_iter=config.inverse_max_iter,
         rtol=config.inverse_rtol,
@@ -55,13 +54,11 @@ def _coupling(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLay
         height, width = _grid(config)  # type: ignore[misc]
         net = build_conditioner(types, types.data, types.data + types.data, config)
         mask = checkerboard_mask(height, width, parity=index % 2)
-        return [CheckerboardCoupling(net, types.data, mask, config.scale_bound)]
-    fields = list(range(config.n_fields))
-    transformed = [f for f in fields if f % 2 == index % 2]
-    kept = [f for f in fields if f % 2 != index % 2]
+        return [CheckerboardCoupling(net, mask, config.scale_bound)]
+    kept, transformed = config.coupling_fields(index)
     moved_type = types.subtype(transformed)
     net = build_conditioner(types, types.subtype(kept), moved_type + moved_type, config)
-    return [FieldCoupling(net, types.subtype(kept), kept, transformed, config.scale_bound)]
+    return [FieldCoupling(net, kept, transformed, config.scale_bound)]
 
 
 def _iaf(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer]:
@@ -79,7 +76,7 @@ def _iaf(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer]:
         n_blocks,
     )
     net = build_conditioner(types, types.data, types.data + types.data, config, masks)
-    return [GroupAutoregressive(net, types.data, blocks, config.scale_bound, config.iaf_fast)]
+    return [GroupAutoregressive(net, blocks, config.scale_bound, config.iaf_fast)]
 
 
 def _linear(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer]:
@@ -104,7 +101,7 @@ def _nsf(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer]:
         types, in_type, out_type, config, last_kernel_size=config.spline_head_kernel
     )
     mask = orbit_mask(height, width, parity=index % 2)
-    return [SplineCoupling(net, in_type, mask, config.spline_bins, config.spline_bound)]
+    return [SplineCoupling(net, mask, config.spline_bins, config.spline_bound)]
 
 
 def _spline(types: FieldTypes, config: FlowConfig, index: int) -> list[FlowLayer]:
@@ -164,19 +161,14 @@ def build_flow(config: FlowConfig, seed: int = 0) -> Flow:
         layers: list[FlowLayer] = []
         if not config.is_points and config.logit_alpha is not None:
             layers.append(LogitTransform(config.logit_alpha, channels=config.data_shape[0]))
-        counts = dict.fromkeys(BLOCK_BUILDERS, 0)
-        for _ in range(config.depth):
-            for kind in config.block_pattern:
-                if config.actnorm:
-                    layers.append(EquivariantActNorm(types.data))
-                layers += BLOCK_BUILDERS[kind](types, config, counts[kind])
-                counts[kind] += 1
+        for block in config.block_plan:
+            if config.actnorm:
+                layers.append(EquivariantActNorm(types.data))
+            layers += BLOCK_BUILDERS[block.kind](types, config, block.index)
         if config.actnorm:
             layers.append(EquivariantActNorm(types.data))
         padding = None
         if types.padding is not None:
             net = build_conditioner(types, types.observed, types.padding + types.padding, config)
-            padding = PaddingDistribution(
-                net, types.observed, config.padding_channels, config.scale_bound
-            )
+            padding = PaddingDistribution(net, config.padding_channels, config.scale_bound)
     return Flow(config, layers, padding)

@@ -17,7 +17,7 @@ import json
 import logging
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors.torch import load as load_tensors
@@ -31,8 +31,10 @@ from flows.flow import Flow
 __all__ = [
     "CheckpointError",
     "CheckpointInfo",
+    "LoadedCheckpoint",
     "TrainingState",
     "load_flow",
+    "load_flow_with_info",
     "load_model_state",
     "read_checkpoint",
     "read_checkpoint_info",
@@ -132,7 +134,10 @@ def _header(blob: bytes) -> dict[str, str]:
 
 def read_checkpoint_info(blob: bytes) -> CheckpointInfo:
     """Reads the configuration, step and metrics of a checkpoint without loading tensors."""
-    metadata = _header(blob)
+    return _info(_header(blob))
+
+
+def _info(metadata: dict[str, str]) -> CheckpointInfo:
     train_json = metadata.get("train_config", "")
     return CheckpointInfo(
         flow_config=FlowConfig.model_validate_json(metadata["flow_config"]),
@@ -147,13 +152,14 @@ def read_checkpoint(
     blob: bytes,
 ) -> tuple[CheckpointInfo, dict[str, torch.Tensor], TrainingState | None]:
     """Reads a checkpoint: its info, the model state dict and (if saved) the training state."""
-    info = read_checkpoint_info(blob)
+    metadata = _header(blob)
+    info = _info(metadata)
     try:
         tensors = load_tensors(blob)
     except Exception as error:  # safetensors raises its own error types for corrupt payloads
         raise CheckpointError(f"checkpoint tensors cannot be read: {error}") from None
     model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    training = _header(blob).get("training", "")
+    training = metadata.get("training", "")
     if not training:
         return info, model, None
     meta = json.loads(training)
@@ -203,6 +209,13 @@ def load_model_state(flow: Flow, model_state: dict[str, torch.Tensor]) -> None:
         ) from None
 
 
+class LoadedCheckpoint(NamedTuple):
+    """A checkpoint's flow, ready to use, and what the checkpoint says about itself."""
+
+    flow: Flow
+    info: CheckpointInfo
+
+
 def load_flow(
     blob: bytes, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> Flow:
@@ -221,6 +234,14 @@ def load_flow(
             configuration, or a Lipschitz layer's certified norm exceeds ``lipschitz_coeff``
             (audited from the weights alone, never from stored state).
     """
+    return load_flow_with_info(blob, device, dtype).flow
+
+
+def load_flow_with_info(
+    blob: bytes, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> LoadedCheckpoint:
+    """:func:`load_flow` and the checkpoint's :class:`CheckpointInfo`, from one read of its
+    header (a loader that needs both need not parse the header again)."""
     info, model_state, _ = read_checkpoint(blob)
     flow = build_flow(info.flow_config).to(_checkpoint_dtype(model_state))
     load_model_state(flow, model_state)
@@ -233,4 +254,4 @@ def load_flow(
         )
     if dtype is not None:
         flow = flow.to(dtype)
-    return flow.to(device)
+    return LoadedCheckpoint(flow.to(device), info)

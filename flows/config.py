@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, NamedTuple, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
@@ -36,6 +36,14 @@ NSF_LOGIT_ALPHA = 1e-6
 CONTINUOUS_GROUPS = ("SO2", "O2")
 MAX_DISCRETE_ORDER = 16
 LEGACY_TRAIN_KEYS = frozenset({"lipschitz_refresh_iters"})
+
+
+class PlannedBlock(NamedTuple):
+    """One block of a flow's stack: its kind (a :data:`BlockKind`, or ``polar``) and its index
+    among the blocks of that kind."""
+
+    kind: str
+    index: int
 
 
 def parse_group(name: str) -> tuple[str, int]:
@@ -407,6 +415,33 @@ class FlowConfig(BaseModel):
     @property
     def iaf_block_count(self) -> int:
         return self.iaf_blocks if self.iaf_blocks is not None else self.n_fields
+
+    @property
+    def block_plan(self) -> list[PlannedBlock]:
+        """Every block of the stack, data side first, with its index among the blocks of its
+        kind (odd indices swap coupling halves, reverse autoregressive orders and flip mask
+        parities). :func:`flows.build.build_flow` builds this plan; :mod:`flows.cost` prices it.
+
+        >>> config = FlowConfig(family="mixed", blocks=["linear", "coupling"], group="C4",
+        ...                     data_shape=[2, 4, 4], depth=2)
+        >>> [(block.kind, block.index) for block in config.block_plan]
+        [('linear', 0), ('coupling', 0), ('linear', 1), ('coupling', 1)]
+        """
+        counts: dict[str, int] = {}
+        plan = []
+        for _ in range(self.depth):
+            for kind in self.block_pattern:
+                plan.append(PlannedBlock(kind, counts.get(kind, 0)))
+                counts[kind] = counts.get(kind, 0) + 1
+        return plan
+
+    def coupling_fields(self, index: int) -> tuple[list[int], list[int]]:
+        """(kept, transformed) fields of the ``index``-th field-split coupling block: every
+        other field, the two halves swapped from one coupling block to the next."""
+        fields = range(self.n_fields)
+        kept = [f for f in fields if f % 2 != index % 2]
+        transformed = [f for f in fields if f % 2 == index % 2]
+        return kept, transformed
 
     @property
     def latent_shape(self) -> list[int]:

@@ -105,19 +105,8 @@ def _coupling_halves(config: FlowConfig, index: int) -> tuple[int, int]:
     if config.coupling_split == "checkerboard":
         channels = data_channels(config)
         return channels, channels
-    transformed = sum(1 for field in range(config.n_fields) if field % 2 == index % 2)
-    return config.n_fields - transformed, transformed
-
-
-def _blocks(config: FlowConfig) -> list[tuple[str, int]]:
-    """(kind, index among blocks of that kind) of every block, in order."""
-    counts: dict[str, int] = {}
-    blocks = []
-    for _ in range(config.depth):
-        for kind in config.block_pattern:
-            blocks.append((kind, counts.get(kind, 0)))
-            counts[kind] = counts.get(kind, 0) + 1
-    return blocks
+    kept, transformed = config.coupling_fields(index)
+    return len(kept), len(transformed)
 
 
 def _nsf_outputs(config: FlowConfig) -> int:
@@ -208,13 +197,13 @@ def _padding_network(config: FlowConfig) -> tuple[int, int]:
 
 def expanded_weights(config: FlowConfig) -> int:
     """Numbers in the expanded filters of every block's sub-network (and the padding's)."""
-    blocks = sum(_block_weights(config, kind, index) for kind, index in _blocks(config))
+    blocks = sum(_block_weights(config, kind, index) for kind, index in config.block_plan)
     return blocks + _padding_network(config)[0]
 
 
 def forward_activations(config: FlowConfig, batch: int) -> int:
     """Feature values of one forward pass of ``batch`` items, one pass through every block."""
-    blocks = sum(_block_activations(config, kind, index) for kind, index in _blocks(config))
+    blocks = sum(_block_activations(config, kind, index) for kind, index in config.block_plan)
     return batch * (blocks + _padding_network(config)[1])
 
 
@@ -227,7 +216,7 @@ def training_step_bytes(config: FlowConfig, training: TrainConfig) -> int:
     """
     exact = training_method(config, training) == "exact"
     kept = _padding_network(config)[1]
-    for kind, index in _blocks(config):
+    for kind, index in config.block_plan:
         rows = config.latent_dim if kind == "residual" and exact else 1
         kept += rows * _block_activations(config, kind, index)
     values = VALUES_KEPT_PER_ACTIVATION * training.batch_size * kept
@@ -252,7 +241,7 @@ def _residual_passes(config: FlowConfig, method: str, training: bool) -> float:
 def _density_work(config: FlowConfig, batch: int, method: str, training: bool) -> float:
     """Feature values of one log-density pass of ``batch`` items (data -> latent)."""
     total = float(_padding_network(config)[1])
-    for kind, index in _blocks(config):
+    for kind, index in config.block_plan:
         passes = 1.0
         if kind == "residual":
             passes = _residual_passes(config, method, training)
@@ -288,7 +277,7 @@ def inverse_work(config: FlowConfig, n: int) -> float:
     """Feature values computed by inverting ``n`` items (sampling), residual blocks at their
     iteration cap and autoregressive blocks in their sequential direction."""
     total = 0.0
-    for kind, index in _blocks(config):
+    for kind, index in config.block_plan:
         passes = 1.0
         if kind == "residual":
             passes = float(config.inverse_max_iter)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -19,10 +19,21 @@ from flows.padding import PaddingDistribution
 # Layers set from the first training batch by Flow.initialize_actnorm, never by a forward.
 DATA_INITIALIZED_LAYERS = (EquivariantActNorm, IsotropicActNorm)
 
-__all__ = ["Flow", "InverseReport", "LogDetMethod"]
+__all__ = ["Flow", "InverseReport", "LogDetMethod", "LogProbEstimate"]
 
 LogDetMethod = Literal["auto", "exact", "estimate"]
 LOG_2PI = math.log(2.0 * math.pi)
+
+
+class LogProbEstimate(NamedTuple):
+    """log p(x) per item (or its lower bound) and the standard error of that estimate.
+
+    ``stderr`` is zero for exact log-dets and NaN where one padding draw cannot estimate the
+    Monte-Carlo error of an augmented flow (see :meth:`Flow.log_prob_with_stderr`).
+    """
+
+    log_prob: Tensor
+    stderr: Tensor
 
 
 @dataclass(frozen=True)
@@ -181,50 +192,73 @@ class Flow(torch.nn.Module):
         self,
         x: Tensor,
         method: LogDetMethod = "auto",
-        return_stderr: bool = False,
         generator: torch.Generator | None = None,
         n_probes: int | None = None,
         padding_noise: Tensor | None = None,
-    ) -> Tensor | tuple[Tensor, Tensor]:
+    ) -> Tensor:
         """Natural-log density of x (for images: of x in [0, 1]^D, continuous).
 
         For an augmented flow (:attr:`is_lower_bound`) this is the importance-weighted lower
         bound with ``config.padding_eval_samples`` draws of the padding (see
-        :mod:`flows.padding`), and its standard error includes the delta-method error of that
-        Monte-Carlo average.
+        :mod:`flows.padding`).
 
         Arguments:
             x: a batch shaped (B, *data_shape).
             method: ``exact`` (full Jacobian), ``estimate`` (unbiased Russian roulette) or
                 ``auto`` (exact up to ``config.exact_max_dim`` dimensions); flows without
                 residual blocks are always exact.
-            return_stderr: also return the standard error of the estimate (zeros if exact);
-                estimates then use ``config.estimator.eval_probes`` probes per item. An
-                augmented flow with a single padding draw (``padding_eval_samples`` 1) cannot
-                estimate its Monte-Carlo error and returns NaN.
             generator: random source of the estimator and of the padding draws.
-            n_probes: override the number of Hutchinson probes.
+            n_probes: override the number of Hutchinson probes (default 1).
             padding_noise: augmented flows: the padding draws' standard normal noise, shaped
                 (K, B, padding_channels, *spatial) for K importance samples.
 
         Returns:
-            log p(x) (or its lower bound) of shape (B,), and its standard error if
-            ``return_stderr``.
+            log p(x) (or its lower bound) of shape (B,).
         """
+        return self._log_prob_and_variance(x, method, 1, generator, n_probes, padding_noise)[0]
+
+    def log_prob_with_stderr(
+        self,
+        x: Tensor,
+        method: LogDetMethod = "auto",
+        generator: torch.Generator | None = None,
+        n_probes: int | None = None,
+        padding_noise: Tensor | None = None,
+    ) -> LogProbEstimate:
+        """:meth:`log_prob` and the standard error of its estimate (zeros if exact).
+
+        Estimates use ``config.estimator.eval_probes`` probes per item unless ``n_probes`` says
+        otherwise. For an augmented flow the standard error includes the delta-method error of
+        the importance-weighted Monte-Carlo average; with a single padding draw
+        (``padding_eval_samples`` 1) that error cannot be estimated and is NaN.
+
+        Arguments: as :meth:`log_prob`.
+        """
+        log_prob, variance = self._log_prob_and_variance(
+            x, method, self.config.estimator.eval_probes, generator, n_probes, padding_noise
+        )
+        return LogProbEstimate(log_prob, variance.clamp_min(0).sqrt())
+
+    def _log_prob_and_variance(
+        self,
+        x: Tensor,
+        method: LogDetMethod,
+        default_probes: int,
+        generator: torch.Generator | None,
+        n_probes: int | None,
+        padding_noise: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
         resolved = self.resolve_method(method)
         if n_probes is None:
-            n_probes = self.config.estimator.eval_probes if return_stderr else 1
+            n_probes = default_probes
         if resolved == "exact":
             n_probes = 1
         ctx = self._context(resolved, n_probes, generator)
         if self.padding is None:
             log_prob = self.log_likelihood(x, ctx)
             variance = ctx.variance if ctx.variance is not None else torch.zeros_like(log_prob)
-        else:
-            log_prob, variance = self._importance_weighted(x, ctx, padding_noise)
-        if not return_stderr:
-            return log_prob
-        return log_prob, variance.clamp_min(0).sqrt()
+            return log_prob, variance
+        return self._importance_weighted(x, ctx, padding_noise)
 
     def _importance_weighted(
         self, x: Tensor, ctx: LogDetContext, padding_noise: Tensor | None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -13,13 +14,18 @@ from flows.symmetry import exact_grid_subgroup, symmetries_for
 __all__ = ["average_group_bpd", "bits_per_dim", "equivariance_error"]
 
 LEVELS = 256
+# Per-item tensors (scoring, validation) and plain floats (the training loss's running mean).
+LogProb = TypeVar("LogProb", Tensor, float)
 
 
-def bits_per_dim(log_prob: Tensor, dim: int, levels: int = LEVELS) -> Tensor:
+def bits_per_dim(log_prob: LogProb, dim: int, levels: int = LEVELS) -> LogProb:
     """bpd = -(log p(x) - D log 256) / (D ln 2), for a density of x in [0, 1]^D.
 
     log p(x) - D log 256 is the log-probability of the 8-bit image (under uniform dequantization,
     a lower bound in expectation); counting every transform's log-det is the caller's job.
+
+    >>> round(bits_per_dim(0.0, 4), 6)  # the uniform density on [0, 1]^D: 8 bits per level
+    8.0
     """
     return -(log_prob - dim * math.log(levels)) / (dim * math.log(2.0))
 

@@ -21,8 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from flows.groups import enn
-from flows.layers.base import bounded_log_scale, run_net
+from flows.layers.base import bounded_log_scale, exported
 
 __all__ = ["PaddingDistribution"]
 
@@ -33,9 +32,8 @@ class PaddingDistribution(torch.nn.Module):
     """q(pad | x) = N(mu(x), diag sigma(x)^2), with mu and log sigma equivariant in x.
 
     Arguments:
-        net: an equivariant network from the data type to twice the padding type (mu, then
-            log sigma), starting at zero (q = N(0, I)); or its export.
-        data_type: the data's type (None for an exported distribution).
+        net: an :class:`~flows.layers.base.EquivariantNet` from the data type to twice the
+            padding type (mu, then log sigma), starting at zero (q = N(0, I)); or its export.
         channels: padding channels.
         log_scale_bound: log sigma is bounded to (-bound, bound).
     """
@@ -43,13 +41,11 @@ class PaddingDistribution(torch.nn.Module):
     def __init__(
         self,
         net: torch.nn.Module,
-        data_type: enn.FieldType | None,
         channels: int,
         log_scale_bound: float,
     ) -> None:
         super().__init__()
         self.net = net
-        self.data_type = data_type
         self.channels = channels
         self.log_scale_bound = log_scale_bound
 
@@ -66,7 +62,7 @@ class PaddingDistribution(torch.nn.Module):
             x: the data batch.
             noise: the standard normal u of e = mu + sigma u (drawn from ``generator`` if None).
         """
-        mean, raw_log_scale = run_net(self.net, self.data_type, x).chunk(2, dim=1)
+        mean, raw_log_scale = self.net(x).chunk(2, dim=1)
         log_scale = bounded_log_scale(raw_log_scale, self.log_scale_bound)
         if noise is None:
             device = generator.device if generator is not None else x.device
@@ -83,6 +79,4 @@ class PaddingDistribution(torch.nn.Module):
 
     def export(self) -> PaddingDistribution:
         """The same distribution with its network exported to plain torch modules."""
-        if self.data_type is None:
-            return self
-        return PaddingDistribution(self.net.export(), None, self.channels, self.log_scale_bound)
+        return PaddingDistribution(exported(self.net), self.channels, self.log_scale_bound)

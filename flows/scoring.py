@@ -108,9 +108,7 @@ def score(
     if resolved == "exact" and not flow.is_lower_bound:
         log_prob, stderr = flow.log_prob(x, method="exact"), None
     else:
-        log_prob, stderr = flow.log_prob(
-            x, method=resolved, return_stderr=True, generator=generator
-        )
+        log_prob, stderr = flow.log_prob_with_stderr(x, method=resolved, generator=generator)
     if stderr is not None and bool(torch.isnan(stderr).any()):
         stderr = None
     bpd = None if flow.config.is_points else bits_per_dim(log_prob, flow.dim).cpu().numpy()

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from flows.config import FlowConfig
 from flows.groups import FieldTypes, enn
+from flows.layers.base import EquivariantNet
 from flows.lipschitz import LipschitzConv2d, LipschitzLinear
 from flows.nonlinearities import LipSwish, NormSoftThreshold
 from flows.steerable import SteerableConv2d, SteerableLinear
@@ -61,7 +62,7 @@ def _nonlinearity(
     return LipSwish(field_type, beta)
 
 
-def build_subnet(types: FieldTypes, config: FlowConfig) -> enn.SequentialModule:
+def build_subnet(types: FieldTypes, config: FlowConfig) -> EquivariantNet:
     """The sub-network g: data type -> hidden -> ... -> data type, with Lip(g) <= c.
 
     Every linear layer has sigma <= c and every nonlinearity is 1-Lipschitz, so the composition
@@ -82,7 +83,7 @@ def build_subnet(types: FieldTypes, config: FlowConfig) -> enn.SequentialModule:
         if position < len(widths) - 2:
             beta = residual_lipswish_beta(out_type, config.is_points)
             modules.append(_nonlinearity(out_type, config, types.pointwise, beta))
-    return enn.SequentialModule(*modules)
+    return EquivariantNet(*modules)
 
 
 def build_conditioner(
@@ -92,7 +93,7 @@ def build_conditioner(
     config: FlowConfig,
     field_masks: list[Tensor] | None = None,
     last_kernel_size: int | None = None,
-) -> enn.SequentialModule:
+) -> EquivariantNet:
     """An unconstrained equivariant network in_type -> hidden -> ... -> out_type.
 
     Used for the s and t of coupling and autoregressive layers, so it needs no Lipschitz bound.
@@ -123,4 +124,4 @@ def build_conditioner(
             )
         if not last:
             modules.append(_nonlinearity(layer_out, config, types.pointwise))
-    return enn.SequentialModule(*modules)
+    return EquivariantNet(*modules)

@@ -180,15 +180,10 @@ def _record_result(
 
     def write() -> None:
         with session_scope(settings.database_url) as session:
-            lifecycle.record_checkpoint(
-                session,
-                job_id,
-                attempt,
-                result.step,
-                result.checkpoint,
-                keep=settings.checkpoints_kept,
-                final=not result.stopped,
-            )
+            # The final checkpoint itself was stored by JobCallbacks.on_checkpoint when training
+            # ended (so a crash before this point resumes from it); here it is only flagged.
+            if not result.stopped:
+                lifecycle.mark_final_checkpoint(session, job_id, attempt, result.step)
             lifecycle.finish_job(
                 session,
                 job_id,

@@ -46,6 +46,8 @@ class ReadyOut(BaseModel):
 
 
 class DatasetOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     name: str
     kind: DataKind
@@ -58,21 +60,14 @@ class DatasetOut(BaseModel):
     source_params: dict[str, Any]
     created_at: datetime
 
+    @field_validator("source_params", mode="before")
+    @classmethod
+    def _no_params(cls, value: dict[str, Any] | None) -> dict[str, Any]:
+        return value or {}
+
     @classmethod
     def from_row(cls, row: Dataset) -> DatasetOut:
-        return cls(
-            id=row.id,
-            name=row.name,
-            kind=row.kind,
-            shape=list(row.shape),
-            count=row.count,
-            dtype=row.dtype,
-            checksum=row.checksum,
-            size_bytes=row.size_bytes,
-            source=row.source,
-            source_params=row.source_params or {},
-            created_at=row.created_at,
-        )
+        return cls.model_validate(row)
 
 
 class DatasetList(BaseModel):
@@ -186,29 +181,18 @@ class JobOut(BaseModel):
 
     @classmethod
     def from_row(cls, row: Job) -> JobOut:
-        values = dict(
-            id=row.id,
-            dataset_id=row.dataset_id,
-            state=row.state,
-            step=row.step,
-            total_steps=row.total_steps,
+        derived: dict[str, Any] = dict(
             progress=round(100.0 * min(row.step, row.total_steps) / row.total_steps, 2),
             eta_seconds=_eta_seconds(row),
             steps_per_second=_running_speed(row),
             examples_per_second=_examples_per_second(row),
             live_loss=row.live_loss if row.state == RUNNING else None,
-            attempts=row.attempts,
-            cancel_requested=row.cancel_requested,
-            error=row.error,
-            latest_metrics=row.latest_metrics,
             flow=read_stored(FlowConfig, row.flow_config),
             training=read_stored(TrainConfig, row.train_config),
-            worker=row.worker,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            heartbeat_at=row.heartbeat_at,
-            finished_at=row.finished_at,
         )
+        # Every other field is the row's column of the same name.
+        values = {name: getattr(row, name) for name in cls.model_fields if name not in derived}
+        values.update(derived)
         try:
             return cls(**values)
         except ValidationError:
@@ -254,13 +238,15 @@ class JobList(BaseModel):
 
 
 class MetricPoint(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     step: int
     values: dict[str, float | None]
     created_at: datetime
 
     @classmethod
     def from_row(cls, row: Metric) -> MetricPoint:
-        return cls(step=row.step, values=row.values, created_at=row.created_at)
+        return cls.model_validate(row)
 
 
 class MetricsOut(BaseModel):

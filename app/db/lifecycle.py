@@ -302,7 +302,6 @@ def record_checkpoint(
     step: int,
     blob: bytes,
     keep: int,
-    final: bool = False,
 ) -> bool:
     """Stores a checkpoint once per step and prunes all but the newest ``keep``."""
     owner = session.scalar(select(Job.owner).where(_owned(job_id, attempt)))
@@ -316,7 +315,7 @@ def record_checkpoint(
             "owner": owner,
             "job_id": job_id,
             "step": step,
-            "final": final,
+            "final": False,
             "size_bytes": len(blob),
             "sha256": hashlib.sha256(blob).hexdigest(),
             "blob": blob,
@@ -324,12 +323,6 @@ def record_checkpoint(
         },
         ["job_id", "step"],
     )
-    if final:
-        session.execute(
-            update(Checkpoint)
-            .where(Checkpoint.job_id == job_id, Checkpoint.step == step)
-            .values(final=True)
-        )
     kept = (
         select(Checkpoint.id)
         .where(Checkpoint.job_id == job_id)
@@ -340,6 +333,23 @@ def record_checkpoint(
         delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.id.not_in(kept))
     )
     return True
+
+
+def mark_final_checkpoint(session: Session, job_id: str, attempt: int, step: int) -> bool:
+    """Marks the stored checkpoint of ``step`` as the finished job's model.
+
+    The run's last checkpoint is stored by its ``on_checkpoint`` as soon as training ends, so a
+    worker that dies before recording the outcome resumes from it; this only flags it, in the
+    transaction that finishes the job. False if the claim was lost or no checkpoint has ``step``.
+    """
+    if session.scalar(select(Job.id).where(_owned(job_id, attempt))) is None:
+        return False
+    result = session.execute(
+        update(Checkpoint)
+        .where(Checkpoint.job_id == job_id, Checkpoint.step == step)
+        .values(final=True)
+    )
+    return result.rowcount == 1
 
 
 def newest_checkpoint_blob(session: Session, job_id: str) -> tuple[int, bytes] | None:

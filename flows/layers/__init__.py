@@ -2,7 +2,7 @@
 
 from flows.layers.actnorm import EquivariantActNorm
 from flows.layers.autoregressive import GroupAutoregressive
-from flows.layers.base import FlowLayer, InverseInfo
+from flows.layers.base import EquivariantNet, FlowLayer, InverseInfo
 from flows.layers.coupling import CheckerboardCoupling, FieldCoupling
 from flows.layers.linear import ConvExponential, FieldMixing
 from flows.layers.logit import LogitTransform
@@ -15,6 +15,7 @@ __all__ = [
     "ConvExponential",
     "ElementwiseSpline",
     "EquivariantActNorm",
+    "EquivariantNet",
     "FieldCoupling",
     "FieldMixing",
     "FlowLayer",

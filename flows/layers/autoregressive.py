@@ -24,8 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from flows.groups import enn
-from flows.layers.base import FlowLayer, InverseInfo, bounded_log_scale, run_net
+from flows.layers.base import FlowLayer, InverseInfo, bounded_log_scale, exported
 from flows.logdet import LogDetContext
 
 __all__ = ["GroupAutoregressive", "autoregressive_field_masks"]
@@ -61,8 +60,8 @@ class GroupAutoregressive(FlowLayer):
 
     Arguments:
         net: the masked equivariant network data type -> twice the data type (log-scales,
-            then translations), built with :func:`autoregressive_field_masks`; or its export.
-        data_type: the data's type (None for an exported layer).
+            then translations), an :class:`~flows.layers.base.EquivariantNet` built with
+            :func:`autoregressive_field_masks`; or its export.
         blocks: the channel indices of each block, in autoregressive order.
         scale_bound: log-scales are bounded to (-scale_bound, scale_bound).
         fast: which direction takes one network pass (see the module docstring).
@@ -71,7 +70,6 @@ class GroupAutoregressive(FlowLayer):
     def __init__(
         self,
         net: torch.nn.Module,
-        data_type: enn.FieldType | None,
         blocks: list[list[int]],
         scale_bound: float,
         fast: Literal["sampling", "density"],
@@ -80,13 +78,12 @@ class GroupAutoregressive(FlowLayer):
         if len(blocks) < 2 or len({len(block) for block in blocks}) != 1:
             raise ValueError(f"need at least 2 equal blocks of fields, got {blocks}")
         self.net = net
-        self.data_type = data_type
         self.register_buffer("blocks", torch.tensor(blocks, dtype=torch.long))
         self.scale_bound = scale_bound
         self.fast = fast
 
     def _log_scale_and_shift(self, u: Tensor) -> tuple[Tensor, Tensor]:
-        raw_scale, shift = run_net(self.net, self.data_type, u).chunk(2, dim=1)
+        raw_scale, shift = self.net(u).chunk(2, dim=1)
         return bounded_log_scale(raw_scale, self.scale_bound), shift
 
     def _parallel(self, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -121,9 +118,8 @@ class GroupAutoregressive(FlowLayer):
         return self._parallel(y)[0], None
 
     def export(self) -> GroupAutoregressive:
-        if self.data_type is None:
-            return self
+        """The same layer around the network's plain-torch export."""
         layer = GroupAutoregressive(
-            self.net.export(), None, self.blocks.tolist(), self.scale_bound, self.fast
+            exported(self.net), self.blocks.tolist(), self.scale_bound, self.fast
         )
         return layer.to(self.blocks.device)

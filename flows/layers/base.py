@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -10,7 +12,7 @@ from torch import Tensor
 from flows.groups import enn
 from flows.logdet import LogDetContext
 
-__all__ = ["FlowLayer", "InverseInfo", "bounded_log_scale", "run_net"]
+__all__ = ["EquivariantNet", "FlowLayer", "InverseInfo", "bounded_log_scale", "exported"]
 
 
 @dataclass(frozen=True)
@@ -59,11 +61,64 @@ class FlowLayer(torch.nn.Module):
         return self
 
 
-def run_net(net: torch.nn.Module, in_type: enn.FieldType | None, x: Tensor) -> Tensor:
-    """Applies an escnn network (``in_type`` given) or its export (``in_type`` None) to x."""
-    if in_type is None:
-        return net(x)
-    return net(enn.GeometricTensor(x, in_type)).tensor
+class EquivariantNet(enn.SequentialModule):
+    """An escnn sequential network that flow layers apply to plain tensors.
+
+    It declares its ``in_type`` and ``out_type`` (those of its first and last module), wraps its
+    input in ``in_type`` and returns its output's tensor. :meth:`export` (escnn's) returns the
+    plain ``torch.nn.Sequential`` computing the same function with the same child names, so a
+    layer holds either network and calls it the same way.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        return super().forward(enn.GeometricTensor(x, self.in_type)).tensor
+
+    def check_equivariance(
+        self, atol: float = 1e-6, rtol: float = 1e-5, grid: tuple[int, int] = (8, 8)
+    ) -> list[tuple[Any, float]]:
+        """escnn's check, on tensors: net(g.x) = g.net(x) for a random batch and every testing
+        element g of the group that acts exactly (on images: rotations by multiples of 90
+        degrees, which permute the pixels of a square ``grid``).
+
+        Returns:
+            (element, largest absolute error) per element checked.
+
+        Raises:
+            AssertionError: an error above ``atol + rtol * |g.net(x)|``.
+        """
+        spatial = grid if self.in_type.gspace.dimensionality == 2 else ()
+        dtype = next(self.parameters()).dtype
+        inputs = enn.GeometricTensor(
+            torch.randn(3, self.in_type.size, *spatial, dtype=dtype), self.in_type
+        )
+        with torch.no_grad():
+            outputs = enn.GeometricTensor(self(inputs.tensor), self.out_type)
+            errors = []
+            for element in self.in_type.testing_elements:
+                if spatial and not _permutes_pixels(element):
+                    continue
+                expected = outputs.transform(element).tensor
+                actual = self(inputs.transform(element).tensor)
+                error = float((actual - expected).abs().max())
+                assert torch.allclose(actual, expected, atol=atol, rtol=rtol), (element, error)
+                errors.append((element, error))
+        return errors
+
+
+def exported(module: torch.nn.Module) -> torch.nn.Module:
+    """An escnn module's plain-torch export; a module that is already plain torch as it is.
+
+    (escnn's ``SequentialModule.export`` treats its children the same way, so exporting an
+    exported layer or flow again gives the same function.)
+    """
+    return module.export() if isinstance(module, enn.EquivariantModule) else module
+
+
+def _permutes_pixels(element: Any) -> bool:
+    """True for a group element whose rotation is a multiple of 90 degrees."""
+    value = element.to("radians")
+    angle = value[1] if isinstance(value, tuple) else value
+    return math.isclose(math.remainder(angle, math.pi / 2), 0.0, abs_tol=1e-9)
 
 
 def bounded_log_scale(raw: Tensor, bound: float) -> Tensor:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from flows.groups import enn
-from flows.layers.base import FlowLayer, InverseInfo, bounded_log_scale, run_net
+from flows.layers.base import FlowLayer, InverseInfo, bounded_log_scale, exported
 from flows.logdet import LogDetContext
 
 __all__ = ["CheckerboardCoupling", "FieldCoupling", "checkerboard_mask"]
@@ -42,9 +42,9 @@ class FieldCoupling(FlowLayer):
     """Affine coupling of the ``transformed`` fields, conditioned on the ``kept`` fields.
 
     Arguments:
-        net: an equivariant network from the kept fields' type to twice the transformed
-            fields' type (first the log-scales, then the translations); or its export.
-        kept_type: the kept fields' type (None for an exported layer).
+        net: an :class:`~flows.layers.base.EquivariantNet` from the kept fields' type (scalar
+            fields) to twice the transformed fields' type (first the log-scales, then the
+            translations); or its export.
         kept: channel indices of the kept fields.
         transformed: channel indices of the transformed fields.
         scale_bound: log-scales are bounded to (-scale_bound, scale_bound).
@@ -53,7 +53,6 @@ class FieldCoupling(FlowLayer):
     def __init__(
         self,
         net: torch.nn.Module,
-        kept_type: enn.FieldType | None,
         kept: list[int],
         transformed: list[int],
         scale_bound: float,
@@ -61,16 +60,15 @@ class FieldCoupling(FlowLayer):
         super().__init__()
         if not kept or not transformed or set(kept) & set(transformed):
             raise ValueError(f"kept {kept} and transformed {transformed} must split the fields")
-        if kept_type is not None:
-            _scalar_fields_only(kept_type)
+        if isinstance(net, enn.EquivariantModule):  # an export was checked before it
+            _scalar_fields_only(net.in_type)
         self.net = net
-        self.kept_type = kept_type
         self.register_buffer("kept", torch.tensor(kept, dtype=torch.long))
         self.register_buffer("transformed", torch.tensor(transformed, dtype=torch.long))
         self.scale_bound = scale_bound
 
     def _log_scale_and_shift(self, kept: Tensor) -> tuple[Tensor, Tensor]:
-        raw = run_net(self.net, self.kept_type, kept)
+        raw = self.net(kept)
         raw_scale, shift = raw.chunk(2, dim=1)
         return bounded_log_scale(raw_scale, self.scale_bound), shift
 
@@ -86,11 +84,9 @@ class FieldCoupling(FlowLayer):
         return y.index_copy(1, self.transformed, restored), None
 
     def export(self) -> FieldCoupling:
-        if self.kept_type is None:
-            return self
+        """The same layer around the network's plain-torch export."""
         return FieldCoupling(
-            self.net.export(),
-            None,
+            exported(self.net),
             self.kept.tolist(),
             self.transformed.tolist(),
             self.scale_bound,
@@ -108,8 +104,8 @@ class CheckerboardCoupling(FlowLayer):
     """Affine coupling of the pixels where ``mask`` is 0, conditioned on those where it is 1.
 
     Arguments:
-        net: an equivariant network from the data type to twice the data type; or its export.
-        data_type: the data's field type (None for an exported layer).
+        net: an :class:`~flows.layers.base.EquivariantNet` from the data type to twice the
+            data type; or its export.
         mask: (1, 1, H, W) 0/1 mask of the kept pixels (see :func:`checkerboard_mask`).
         scale_bound: log-scales are bounded to (-scale_bound, scale_bound).
     """
@@ -117,19 +113,17 @@ class CheckerboardCoupling(FlowLayer):
     def __init__(
         self,
         net: torch.nn.Module,
-        data_type: enn.FieldType | None,
         mask: Tensor,
         scale_bound: float,
     ) -> None:
         super().__init__()
         self.net = net
-        self.data_type = data_type
         self.register_buffer("mask", mask)
         self.scale_bound = scale_bound
 
     def _log_scale_and_shift(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mask = self.mask.to(x.dtype)
-        raw = run_net(self.net, self.data_type, x * mask)
+        raw = self.net(x * mask)
         raw_scale, shift = raw.chunk(2, dim=1)
         moved = 1.0 - mask
         return bounded_log_scale(raw_scale, self.scale_bound) * moved, shift * moved
@@ -144,6 +138,5 @@ class CheckerboardCoupling(FlowLayer):
         return (y - shift) * (-log_scale).exp(), None
 
     def export(self) -> CheckerboardCoupling:
-        if self.data_type is None:
-            return self
-        return CheckerboardCoupling(self.net.export(), None, self.mask, self.scale_bound)
+        """The same layer around the network's plain-torch export."""
+        return CheckerboardCoupling(exported(self.net), self.mask, self.scale_bound)

@@ -8,8 +8,7 @@ import torch
 from torch import Tensor
 
 from flows.errors import FlowError, InverseNotConverged
-from flows.groups import enn
-from flows.layers.base import FlowLayer, InverseInfo, run_net
+from flows.layers.base import FlowLayer, InverseInfo, exported
 from flows.lipschitz import LipschitzLayer
 from flows.logdet import LogDetContext, estimate_residual_logdet, exact_residual_logdet
 
@@ -49,29 +48,30 @@ class ResidualBlock(FlowLayer):
     needs in theory (:meth:`iteration_budget`, from L and its first step), at most ``max_iter``.
 
     Arguments:
-        net: the sub-network, an escnn module from the data type to itself (or, after
-            :meth:`export`, a plain torch module on tensors).
-        data_type: the data's field type; None for an exported block.
+        net: the sub-network, an :class:`~flows.layers.base.EquivariantNet` from the data type
+            to itself (or, after :meth:`export`, its plain-torch export).
         atol: absolute part of the tolerance on the error bound.
         rtol: relative part of the tolerance, times ||y||_2 per item.
         max_iter: iterations after which the inverse gives up with :class:`InverseNotConverged`.
-        lipschitz: an exported block's certified Lip(g) (computed from ``net`` otherwise).
+        lipschitz: the certified Lip(g) of a network without Lipschitz layers to compute it
+            from (an export, whose plain layers carry no bound); from ``net``'s otherwise.
     """
 
     def __init__(
         self,
         net: torch.nn.Module,
-        data_type: enn.FieldType | None,
         atol: float,
         max_iter: int,
         rtol: float = 0.0,
         lipschitz: float | None = None,
     ) -> None:
         super().__init__()
-        if data_type is None and lipschitz is None:
-            raise ValueError("an exported residual block needs its certified lipschitz constant")
         self.net = net
-        self.data_type = data_type
+        if lipschitz is None and not self.lipschitz_layers():
+            raise ValueError(
+                "a residual branch without Lipschitz layers (an exported one) needs its "
+                "certified lipschitz constant"
+            )
         self.atol = atol
         self.rtol = rtol
         self.max_iter = max_iter
@@ -79,7 +79,7 @@ class ResidualBlock(FlowLayer):
 
     def g(self, x: Tensor) -> Tensor:
         """The residual branch on plain tensors."""
-        return run_net(self.net, self.data_type, x)
+        return self.net(x)
 
     def forward(self, x: Tensor, ctx: LogDetContext) -> tuple[Tensor, Tensor]:
         if ctx.method == "exact":
@@ -165,11 +165,8 @@ class ResidualBlock(FlowLayer):
 
     def export(self) -> ResidualBlock:
         """The same block with its sub-network exported to plain torch modules."""
-        if self.data_type is None:
-            return self
         return ResidualBlock(
-            self.net.export(),
-            None,
+            exported(self.net),
             self.atol,
             self.max_iter,
             rtol=self.rtol,

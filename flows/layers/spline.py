@@ -24,8 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flows.groups import enn
-from flows.layers.base import FlowLayer, InverseInfo, run_net
+from flows.layers.base import FlowLayer, InverseInfo, exported
 from flows.logdet import LogDetContext
 from flows.splines import rq_spline, rq_spline_inverse
 
@@ -91,9 +90,9 @@ class SplineCoupling(FlowLayer):
     """Spline coupling of the pixels where ``mask`` is 0, conditioned on those where it is 1.
 
     Arguments:
-        net: an equivariant network from ``in_type`` (the data's fields, then one trivial field
-            holding the mask) to ``channels * (3K - 1)`` trivial fields; or its export.
-        in_type: the network's input type (None for an exported layer).
+        net: an :class:`~flows.layers.base.EquivariantNet` from the data's fields and one
+            trivial field holding the mask to ``channels * (3K - 1)`` trivial fields; or its
+            export.
         mask: (1, 1, H, W) G-invariant 0/1 mask of the kept pixels (see :func:`orbit_mask`).
         bins: number of spline bins K.
         bound: each spline acts on [-bound, bound] (identity tails outside).
@@ -102,14 +101,12 @@ class SplineCoupling(FlowLayer):
     def __init__(
         self,
         net: torch.nn.Module,
-        in_type: enn.FieldType | None,
         mask: Tensor,
         bins: int,
         bound: float,
     ) -> None:
         super().__init__()
         self.net = net
-        self.in_type = in_type
         self.register_buffer("mask", mask)
         # The splines are evaluated on the transformed pixels only (half the work).
         moved = torch.nonzero(mask.reshape(-1) == 0).reshape(-1)
@@ -120,7 +117,7 @@ class SplineCoupling(FlowLayer):
         """Each transformed pixel's parameters, shaped (B, C, transformed pixels, 3K - 1)."""
         mask = self.mask.to(x.dtype)
         inputs = torch.cat([x * mask, mask.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
-        raw = run_net(self.net, self.in_type, inputs)
+        raw = self.net(inputs)
         batch, channels = x.shape[:2]
         raw = raw.reshape(batch, channels, -1, x.shape[2] * x.shape[3])
         raw = raw.index_select(3, self.moved).transpose(2, 3).contiguous()
@@ -147,6 +144,5 @@ class SplineCoupling(FlowLayer):
         return self._put_back(y, restored), None
 
     def export(self) -> SplineCoupling:
-        if self.in_type is None:
-            return self
-        return SplineCoupling(self.net.export(), None, self.mask, self.bins, self.bound)
+        """The same layer around the network's plain-torch export."""
+        return SplineCoupling(exported(self.net), self.mask, self.bins, self.bound)

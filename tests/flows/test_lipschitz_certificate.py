@@ -24,8 +24,8 @@ from flows import FlowConfig, TrainConfig, build_flow
 from flows.checkpoint import load_flow, save_checkpoint
 from flows.data import digits, eight_gaussians, quantize
 from flows.flow import DATA_INITIALIZED_LAYERS
-from flows.groups import build_field_types, enn
-from flows.layers import ResidualBlock
+from flows.groups import build_field_types
+from flows.layers import EquivariantNet, ResidualBlock
 from flows.lipschitz import (
     LipschitzConv2d,
     LipschitzLinear,
@@ -168,7 +168,7 @@ def _negative_identity_block(coeff: float) -> ResidualBlock:
         target = -50.0 * torch.eye(2, dtype=torch.float64).reshape(-1)
         solution = torch.linalg.lstsq(torch.stack(basis, 1), target).solution
         weights.copy_(solution.to(weights.dtype))
-    block = ResidualBlock(enn.SequentialModule(layer), data, atol=1e-6, max_iter=50_000)
+    block = ResidualBlock(EquivariantNet(layer), atol=1e-6, max_iter=50_000)
     return block.eval()
 
 
@@ -298,13 +298,13 @@ def test_one_padding_draw_reports_an_unknown_standard_error() -> None:
     one = make_flow(
         group="C4", data_shape=[2], depth=1, width=2, padding_channels=1, padding_eval_samples=1
     )
-    _, stderr = one.log_prob(torch.from_numpy(x), return_stderr=True)
+    _, stderr = one.log_prob_with_stderr(torch.from_numpy(x))
     assert torch.isnan(stderr).all()
     assert score(one, x).stderr is None
     two = make_flow(
         group="C4", data_shape=[2], depth=1, width=2, padding_channels=1, padding_eval_samples=2
     )
-    _, stderr = two.log_prob(torch.from_numpy(x), return_stderr=True)
+    _, stderr = two.log_prob_with_stderr(torch.from_numpy(x))
     assert (stderr > 0).all() and torch.isfinite(stderr).all()
 
 

@@ -129,8 +129,8 @@ def test_estimator_is_unbiased_within_its_standard_error() -> None:
     exact = flow.log_prob(x, method="exact")
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        estimate, stderr = flow.log_prob(
-            x, method="estimate", return_stderr=True, generator=generator, n_probes=400
+        estimate, stderr = flow.log_prob_with_stderr(
+            x, method="estimate", generator=generator, n_probes=400
         )
     assert (stderr > 0).all()
     assert ((estimate - exact).abs() <= 4 * stderr + 1e-6).all(), (estimate, exact, stderr)

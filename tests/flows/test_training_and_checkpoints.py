@@ -10,7 +10,13 @@ import torch
 from pydantic import ValidationError
 
 from flows import FlowConfig, TrainConfig, TrainingDiverged, build_flow
-from flows.checkpoint import CheckpointError, load_flow, read_checkpoint_info, save_checkpoint
+from flows.checkpoint import (
+    CheckpointError,
+    load_flow,
+    load_flow_with_info,
+    read_checkpoint_info,
+    save_checkpoint,
+)
 from flows.config import check_data_compatible
 from flows.data import digits, eight_gaussians
 from flows.data.toy2d import eight_gaussians_log_prob
@@ -86,6 +92,8 @@ def test_images_train_with_the_estimator_and_report_bpd() -> None:
     result = train(build_flow(DIGITS), digits(64), config, recorder)
     assert set(recorder.metrics) == {2, 4}
     assert 0.0 < result.metrics["bpd"] < 16.0 and "val_bpd" in result.metrics
+    # The loss is nats per dimension: bpd = loss / ln 2 + log2(256).
+    assert result.metrics["bpd"] == pytest.approx(result.metrics["loss"] / math.log(2.0) + 8.0)
 
 
 def test_validation_bpd_is_the_exact_bpd_where_the_config_allows_it() -> None:
@@ -157,6 +165,17 @@ def test_checkpoints_are_safetensors_and_reject_garbage() -> None:
         read_checkpoint_info(b"\x80\x04pickle")
     with pytest.raises(CheckpointError):
         load_flow(blob[: len(blob) // 2])
+
+
+def test_load_flow_with_info_gives_the_flow_and_the_info_of_one_read() -> None:
+    flow = build_flow(POINTS, seed=2).eval()
+    blob = save_checkpoint(flow, step=5, metrics={"nll": 2.5})
+    loaded, info = load_flow_with_info(blob)
+    assert info == read_checkpoint_info(blob) and info.step == 5
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(loaded.log_prob(x), load_flow(blob).log_prob(x))
+        assert torch.equal(loaded.log_prob(x), flow.log_prob(x))
 
 
 def test_scoring_and_sampling_in_the_data_convention() -> None:

@@ -258,6 +258,26 @@ def _insert_job(stack: Stack, source_job: dict[str, Any], **values: Any) -> str:
     return job_id
 
 
+def _copy_checkpoint(stack: Stack, source_job_id: str, job_id: str, step: int) -> str:
+    """Stores the source job's checkpoint of ``step`` for ``job_id``, not flagged final, as
+    the worker's on_checkpoint would have; returns its sha256."""
+    with session_scope(stack.settings.database_url) as session:
+        checkpoint = session.query(Checkpoint).filter_by(job_id=source_job_id, step=step).one()
+        session.add(
+            Checkpoint(
+                id=new_id("ckpt"),
+                owner=checkpoint.owner,
+                job_id=job_id,
+                step=step,
+                final=False,
+                size_bytes=checkpoint.size_bytes,
+                sha256=checkpoint.sha256,
+                blob=checkpoint.blob,
+            )
+        )
+        return checkpoint.sha256
+
+
 def test_reaper_resumes_a_dead_workers_job_from_its_checkpoint(
     stack: Stack, trained: Trained
 ) -> None:
@@ -274,20 +294,7 @@ def test_reaper_resumes_a_dead_workers_job_from_its_checkpoint(
         started_at=long_ago,
         enqueued_at=long_ago,
     )
-    with session_scope(stack.settings.database_url) as session:
-        checkpoint = session.query(Checkpoint).filter_by(job_id=source["id"], step=20).one()
-        session.add(
-            Checkpoint(
-                id=new_id("ckpt"),
-                owner=checkpoint.owner,
-                job_id=job_id,
-                step=20,
-                final=False,
-                size_bytes=checkpoint.size_bytes,
-                sha256=checkpoint.sha256,
-                blob=checkpoint.blob,
-            )
-        )
+    _copy_checkpoint(stack, source["id"], job_id, step=20)
     resumed = stack.wait_for_job(job_id)
     assert resumed["attempts"] == 2 and resumed["step"] == 30
     history = stack.client.get(f"/v1/jobs/{job_id}/metrics").json()["items"]
@@ -295,6 +302,37 @@ def test_reaper_resumes_a_dead_workers_job_from_its_checkpoint(
     original = stack.client.get(f"/v1/jobs/{source['id']}/metrics").json()["items"][-1]
     # The checkpoint carries the optimizer and random state: the resumed run is the same run.
     assert history[0]["values"]["loss"] == pytest.approx(original["values"]["loss"], rel=1e-4)
+
+
+def test_a_worker_dead_after_training_leaves_its_final_checkpoint_for_the_next_attempt(
+    stack: Stack, trained: Trained
+) -> None:
+    # The worker stores the last checkpoint as training ends and only flags it final when it
+    # records the outcome: a worker that dies in between has left the final step's checkpoint,
+    # and the next attempt trains no step and keeps that checkpoint as the model.
+    source = trained.points_job
+    long_ago = utcnow() - timedelta(hours=1)
+    job_id = _insert_job(
+        stack,
+        source,
+        state="running",
+        step=30,
+        attempts=1,
+        worker="dead@nowhere",
+        heartbeat_at=long_ago,
+        started_at=long_ago,
+        enqueued_at=long_ago,
+    )
+    sha256 = _copy_checkpoint(stack, source["id"], job_id, step=30)
+    finished = stack.wait_for_job(job_id)
+    assert finished["state"] == "succeeded" and finished["attempts"] == 2
+    assert finished["step"] == 30 and finished["error"] is None
+    assert stack.client.get(f"/v1/jobs/{job_id}/metrics").json()["items"] == []
+    model = stack.client.get(f"/v1/models/{job_id}").json()
+    assert model["final"] is True and model["step"] == 30
+    with session_scope(stack.settings.database_url) as session:
+        stored = session.query(Checkpoint).filter_by(job_id=job_id).all()
+        assert [(row.step, row.final, row.sha256) for row in stored] == [(30, True, sha256)]
 
 
 def test_reaper_fails_a_job_out_of_attempts_and_sends_unsent_ones(
