@@ -31,6 +31,8 @@ __all__ = [
     "resolve_device",
     "scheduled_learning_rate",
     "train",
+    "validation_noise_seed",
+    "validation_split",
 ]
 
 logger = logging.getLogger(__name__)
@@ -92,10 +94,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training indices, validation indices) of n items: a seeded permutation, split."""
     order = np.random.default_rng(seed).permutation(n)
     n_validation = min(round(n * fraction), n - 1, VALIDATION_ITEMS * 8)
     return order[n_validation:], order[:n_validation]
+
+
+def validation_noise_seed(seed: int, step: int) -> int:
+    """The seed of the dequantization noise of the validation metrics at ``step``."""
+    return (seed * 7919 + step) % SEED_MODULUS
 
 
 class _Run:
@@ -112,7 +120,7 @@ class _Run:
                 f"data items have shape {list(tensor.shape[1:])}, the flow expects "
                 f"{list(flow.data_shape)}"
             )
-        train_index, validation_index = _split(
+        train_index, validation_index = validation_split(
             len(tensor), config.validation_fraction, config.seed
         )
         # Batches are drawn and dequantized on the CPU (with the CPU generator) and then moved.
@@ -175,7 +183,7 @@ class _Run:
     def validation_metrics(self, step: int) -> dict[str, float]:
         if len(self.validation_data) == 0:
             return {}
-        seed = (self.config.seed * 7919 + step) % SEED_MODULUS
+        seed = validation_noise_seed(self.config.seed, step)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         items = self.validation_data[:VALIDATION_ITEMS]
         x = self.dequantized(items, generator)

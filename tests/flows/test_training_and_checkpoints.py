@@ -99,7 +99,7 @@ def test_images_train_with_the_estimator_and_report_bpd() -> None:
 def test_validation_bpd_is_the_exact_bpd_where_the_config_allows_it() -> None:
     from flows.data import dequantize
     from flows.metrics import bits_per_dim
-    from flows.training import VALIDATION_ITEMS, _split
+    from flows.training import VALIDATION_ITEMS, validation_noise_seed, validation_split
 
     flow, data = build_flow(DIGITS), digits(64)
     config = TrainConfig(steps=4, batch_size=8, metric_interval=2, logdet="estimate")
@@ -111,9 +111,9 @@ def test_validation_bpd_is_the_exact_bpd_where_the_config_allows_it() -> None:
 
         def on_metrics(self, step: int, metrics: dict[str, float]) -> None:
             super().on_metrics(step, metrics)
-            _, validation = _split(len(data), config.validation_fraction, config.seed)
+            _, validation = validation_split(len(data), config.validation_fraction, config.seed)
             items = torch.from_numpy(data)[torch.from_numpy(validation)][:VALIDATION_ITEMS]
-            generator = torch.Generator().manual_seed(config.seed * 7919 + step)
+            generator = torch.Generator().manual_seed(validation_noise_seed(config.seed, step))
             with torch.no_grad():
                 log_prob = flow.log_prob(dequantize(items, generator), method="exact")
             self.exact[step] = float(bits_per_dim(log_prob, flow.dim).mean())
