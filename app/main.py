@@ -9,7 +9,7 @@ from app.api.body_limit import RequestBodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_limited_openapi
 from app.api.routes import datasets, health, jobs, models
-from app.api.schemas import ErrorOut
+from app.api.schemas import SCORE_BODY_COMPONENTS, ErrorOut
 from app.api.text import PrintableRequestMiddleware
 from app.batching import BatcherRegistry
 from app.broker import BrokerProbe, create_celery
@@ -85,6 +85,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router, **AUTHENTICATED)
     app.include_router(jobs.router, **AUTHENTICATED)
     app.include_router(models.router, **AUTHENTICATED)
-    install_limited_openapi(app, settings, models.SCHEMA_COMPONENTS)
+    install_limited_openapi(app, settings, SCORE_BODY_COMPONENTS)
     install_web(app)
     return app
