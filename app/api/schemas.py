@@ -384,6 +384,17 @@ NPY_SCORE_DESCRIPTION = (
 SCORE_BODY_COMPONENTS = {
     model.__name__: model.model_json_schema() for model in (ScoreIn, ScoreFilesIn)
 }
+# method and seed of an application/x-npy body, read by the route from the query string.
+SCORE_QUERY_PARAMETERS = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": f"With an application/x-npy body only (JSON and forms carry {name}).",
+        "schema": schema,
+    }
+    for name, schema in ScoreForm.model_json_schema()["properties"].items()
+]
 SCORE_REQUEST_BODY = {
     "required": True,
     "content": {

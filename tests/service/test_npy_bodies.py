@@ -192,3 +192,20 @@ def test_concurrent_requests_are_answered_as_one_by_one(stack: Stack, trained: T
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     for got, expected in zip(together_samples, alone_samples, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "fragment"),
+    [("seed=-1", "seed", "greater than or equal to 0"), ("method=guess", "method", "'exact'")],
+)
+def test_bad_query_parameters_of_an_npy_body_are_refused(
+    stack: Stack, trained: Trained, query: str, field: str, fragment: str
+) -> None:
+    response = stack.client.post(
+        f"/v1/models/{trained.points_job['id']}/log-prob?{query}",
+        content=npy(points(1, 0)),
+        headers=NPY_BODY,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    assert fragment in response.json()["message"]
