@@ -13,6 +13,7 @@ from app.api.schemas import SCORE_BODY_COMPONENTS, ErrorOut
 from app.api.text import PrintableRequestMiddleware
 from app.batching import BatcherRegistry
 from app.broker import BrokerProbe, create_celery
+from app.gc_tuning import collect_young_objects_less_often
 from app.metrics import METRICS_PATH, RequestMetricsMiddleware, ServiceMetrics
 from app.model_cache import ModelCache
 from app.resolution import ResolutionCache
@@ -46,6 +47,7 @@ AUTHENTICATED = {
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Builds the app for ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
+    collect_young_objects_less_often()
     app = FastAPI(
         title="efnf",
         version="0.1.0",
