@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
+from pydantic import BaseModel, ValidationError
 
 from flows.errors import DataError
 
@@ -33,13 +35,17 @@ __all__ = [
     "JSON_MEDIA",
     "NPY_MEDIA",
     "json_bytes",
+    "json_model",
     "npy_bytes",
     "npy_records",
     "prefers_npy",
     "read_npy",
 ]
 
+Model = TypeVar("Model", bound=BaseModel)
+
 JSON_MEDIA = "application/json"
+LONG_DIGITS = re.compile(rb"\d{19}")
 NPY_MEDIA = "application/x-npy"
 # What an .npy body may hold: signed and unsigned integers (image levels) and floats.
 NPY_KINDS = "iuf"
@@ -62,6 +68,29 @@ def json_bytes(body: Mapping[str, Any]) -> bytes:
         {key: _as_json_value(value) for key, value in body.items()},
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
+
+
+def json_model(model: type[Model], content: bytes) -> Model:
+    """A JSON body validated as ``model``: parsed by orjson, then validated from Python objects
+    (for a batch of 256 points, 100 us instead of pydantic's own JSON mode's 200 us).
+
+    A body orjson refuses (NaN, floats that overflow, broken UTF-8), one that is not an object,
+    one that fails validation, and one with a run of 19 or more digits (orjson reads integers
+    past 64 bits as floats, pydantic as integers) are validated in pydantic's JSON mode
+    instead, so that what is accepted, as what, and the errors a client sees are that mode's.
+
+    Raises:
+        ValidationError: from pydantic's JSON mode.
+    """
+    if LONG_DIGITS.search(content):
+        return model.model_validate_json(content)
+    try:
+        parsed = orjson.loads(content)
+        if isinstance(parsed, dict):
+            return model.model_validate(parsed)
+    except (orjson.JSONDecodeError, ValidationError):
+        pass
+    return model.model_validate_json(content)
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

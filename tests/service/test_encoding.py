@@ -138,3 +138,42 @@ def test_json_writes_float32_as_the_double_it_is_and_non_finite_as_null() -> Non
     assert body["values"][:3] == [float(value) for value in values[:3]]
     assert body["values"][3:] == [None, None]
     assert body["levels"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"inputs": [[1.5, 2]], "seed": 3}',
+        b'{"inputs": [[NaN, 1]]}',  # orjson refuses NaN; pydantic's JSON mode reads it
+        b'{"inputs": [[1, 2]], "seed": 5.0}',
+        b'{"inputs": [[1, 2]], "seed": "7"}',
+        b'{"inputs": [[1, 2]], "seed": true}',
+        b'{"inputs": [[1, 2]], "method": null}',
+        b'{"inputs": [[1, 2]], "seed": 123456789012345678901234567890}',
+        b'{"inputs": [[1000000000000000000000000000000, 1]]}',  # orjson: a float
+        b'{"inputs": [[-9223372036854775809, 1]]}',
+        b'{"inputs": [[9223372036854775807, 1e400]]}',
+        b'{"inputs": []}',
+        b'{"inputs": [[1, 2]], "method": "guess"}',
+        b'{"inputs": [[1, 2]], "extra": 1}',
+        b"[[1, 2]]",
+        b'{"inputs": [[1, 2]',
+        b"\xff\xfe",
+        b"",
+    ],
+)
+def test_json_model_accepts_and_refuses_as_pydantic_json_mode(content: bytes) -> None:
+    from pydantic import ValidationError
+
+    from app.api.encoding import json_model
+    from app.api.schemas import ScoreIn
+
+    try:
+        expected = ScoreIn.model_validate_json(content)
+    except ValidationError as error:
+        with pytest.raises(ValidationError) as refused:
+            json_model(ScoreIn, content)
+        assert refused.value.errors() == error.errors()
+    else:
+        got = json_model(ScoreIn, content)
+        assert repr(got.model_dump()) == repr(expected.model_dump())

@@ -28,6 +28,7 @@ from app.api.encoding import (
     JSON_MEDIA,
     NPY_MEDIA,
     json_bytes,
+    json_model,
     npy_bytes,
     npy_records,
     prefers_npy,
@@ -266,7 +267,7 @@ async def _read_score_request(request: Request, settings: Settings) -> ScoreRequ
     if media == "multipart/form-data":
         return await _read_form(request, settings)
     try:
-        body = ScoreIn.model_validate_json(await request.body() or b"{}")
+        body = json_model(ScoreIn, await request.body() or b"{}")
     except ValidationError as error:
         raise PydanticBodyError(error) from error
     return ScoreRequest(INPUTS, body.inputs, body)
