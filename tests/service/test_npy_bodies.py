@@ -209,3 +209,29 @@ def test_bad_query_parameters_of_an_npy_body_are_refused(
     assert response.status_code == 422, response.text
     assert response.json()["field"] == field
     assert fragment in response.json()["message"]
+
+
+def test_the_client_scores_and_samples_with_npy_bodies(stack: Stack, trained: Trained) -> None:
+    """efnf_client speaks the same conventions over real HTTP, knowing only their names."""
+    from efnf_client import Client
+    from tests.service.stack import served_over_http
+
+    key = stack.client.headers["Authorization"].removeprefix("Bearer ")
+    points_id, image_id = trained.points_job["id"], trained.image_job["id"]
+    with (
+        served_over_http(stack.client.app) as port,
+        Client(f"http://127.0.0.1:{port}", api_key=key) as client,
+    ):
+        for model_id, inputs in ((points_id, points(3, 5)), (image_id, levels(2, 5))):
+            as_json = client.score(model_id, inputs.tolist(), method="estimate", seed=2)
+            as_npy = client.score_array(model_id, inputs, method="estimate", seed=2)
+            for name in ("model_id", "checkpoint_id", "step", "method", "count"):
+                assert as_npy[name] == as_json[name]
+            assert as_npy["lower_bound"] is as_json["lower_bound"]
+            for name in ("log_prob", "stderr", "bits_per_dim"):
+                if as_json[name] is None:
+                    assert as_npy[name] is None
+                else:
+                    assert as_npy[name].tolist() == as_json[name]
+        samples = client.sample_array(points_id, n=4, seed=1)
+        assert samples.tolist() == client.sample(points_id, n=4, seed=1)["samples"]
