@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 
 import numpy as np
 from fastapi import APIRouter, Body, Query, Request, Response
@@ -189,7 +189,16 @@ async def _client_gone(request: Request) -> None:
         pass
 
 
-async def _batched(request: Request, model: ResolvedModel, work: ScoreWork | SampleWork) -> Any:
+Samples = tuple[np.ndarray, np.ndarray | None]  # the samples and their inverse error bounds
+
+
+@overload
+async def _batched(request: Request, model: ResolvedModel, work: ScoreWork) -> ScoreResult: ...
+@overload
+async def _batched(request: Request, model: ResolvedModel, work: SampleWork) -> Samples: ...
+async def _batched(
+    request: Request, model: ResolvedModel, work: ScoreWork | SampleWork
+) -> ScoreResult | Samples:
     """Runs ``work`` in the model's next batch; drops it if the client goes away first."""
     batchers: BatcherRegistry = request.app.state.batchers
     batcher = batchers.get(model.checkpoint.id, model.loaded.flow)
@@ -370,9 +379,7 @@ async def log_prob(model_id: str, request: Request) -> Response:
     try:
         batch = await _as_array(scored, settings)
         started = time.perf_counter()
-        result: ScoreResult = await _batched(
-            request, model, ScoreWork(batch, form.method, form.seed)
-        )
+        result = await _batched(request, model, ScoreWork(batch, form.method, form.seed))
     except DataError as error:
         message = str(error)
         if not message.startswith(source):
