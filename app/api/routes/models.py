@@ -98,8 +98,9 @@ class ScoreRequest:
 @dataclass(frozen=True)
 class ResolvedModel:
     """A model as the warm path serves it; ``accepted`` remembers the (items, method, field)
-    of scoring requests that passed the limits (the same model, the same settings: the same
-    answer), so that a repeated shape skips the work estimate."""
+    of scoring requests, and the (n, "sample", "n") of sampling requests, that passed the
+    limits (the same model, the same settings: the same answer), so that a repeated shape
+    skips the work estimate."""
 
     job: Job
     checkpoint: Checkpoint
@@ -417,7 +418,10 @@ async def samples(
             422, f"n {body.n} is above the limit {settings.max_samples} (EFNF_MAX_SAMPLES)", "n"
         )
     model = await _resolve(request, owner, model_id)
-    check_sample_request(model.loaded.info.flow_config, body.n, settings)
+    shape = (body.n, "sample", "n")
+    if shape not in model.accepted:
+        check_sample_request(model.loaded.info.flow_config, body.n, settings)
+        model.accepted.add(shape)
     try:
         started = time.perf_counter()
         array, bounds = await _batched(
