@@ -9,10 +9,11 @@ from app.api.body_limit import RequestBodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_limited_openapi
 from app.api.routes import datasets, health, jobs, models
-from app.api.schemas import ErrorOut
+from app.api.schemas import SCORE_BODY_COMPONENTS, ErrorOut
 from app.api.text import PrintableRequestMiddleware
 from app.batching import BatcherRegistry
 from app.broker import BrokerProbe, create_celery
+from app.gc_tuning import collect_young_objects_less_often
 from app.metrics import METRICS_PATH, RequestMetricsMiddleware, ServiceMetrics
 from app.model_cache import ModelCache
 from app.resolution import ResolutionCache
@@ -46,6 +47,7 @@ AUTHENTICATED = {
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Builds the app for ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
+    collect_young_objects_less_often()
     app = FastAPI(
         title="efnf",
         version="0.1.0",
@@ -85,6 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router, **AUTHENTICATED)
     app.include_router(jobs.router, **AUTHENTICATED)
     app.include_router(models.router, **AUTHENTICATED)
-    install_limited_openapi(app, settings, models.SCHEMA_COMPONENTS)
+    install_limited_openapi(app, settings, SCORE_BODY_COMPONENTS)
     install_web(app)
     return app

@@ -15,6 +15,15 @@ request. Cold load: the first request of each model on the fresh server (nothing
 escnn basis built), and the split of a load in a fresh process: blob read from the database,
 safetensors parse, flow build, weight load, Lipschitz audit, first call.
 
+Where the time goes: each cell also prints the server process's CPU time per request ("srv
+ms") and the bench clients' own ("cli ms"), both read from the kernel over the cell. The
+clients (``--client raw``, the default) are plain HTTP/1.1 keep-alive connections on asyncio
+streams with ``TCP_NODELAY``, about 0.1 ms of CPU a request; ``--client httpx`` uses
+``httpx.AsyncClient`` instead, which costs ~1.3 ms of CPU a request at 1 client and ~5 ms at 32
+(its connection pool), so that on 2 shared cores the clients rather than the server would set
+the 32-client figures. The table sends JSON bodies both ways; the "npy bodies" rows repeat the
+1-client log-prob cells with ``application/x-npy`` request and response bodies.
+
 All figures are ratios within one run or single-run times on whatever machine runs it; on a
 shared machine they move with its load.
 """
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import math
 import os
@@ -75,6 +85,8 @@ class Cell:
     p50_ms: float
     p99_ms: float
     model_ms: float
+    server_cpu_ms: float = math.nan
+    client_cpu_ms: float = math.nan
 
     @property
     def ratio(self) -> float:
@@ -192,6 +204,52 @@ def in_process_rate(flow: Any, endpoint: str, items: int, seconds: float) -> flo
                 return calls * items / elapsed
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux; NaN elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class RawClient:
+    """One keep-alive HTTP/1.1 connection that sends a fixed request and reads the answer
+    (``Content-Length`` bodies, which is all the service sends for these routes)."""
+
+    def __init__(self, port: int, head: bytes, body: bytes) -> None:
+        self.port = port
+        self.request = head + body
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def send(self) -> tuple[int, bytes]:
+        if self.reader is None or self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            sock = self.writer.get_extra_info("socket")
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.writer.write(self.request)
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def request_head(path: str, key: str, content_type: str, accept: str, length: int) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: {content_type}\r\nAccept: {accept}\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
 def payload(endpoint: str, model: str, items: int) -> dict[str, Any]:
     if endpoint == "samples":
         return {"n": items, "seed": 3}
@@ -203,14 +261,70 @@ def payload(endpoint: str, model: str, items: int) -> dict[str, Any]:
     return {"inputs": inputs, "method": "exact"}
 
 
+def encoded(body: dict[str, Any], npy: bool) -> tuple[bytes, str, str]:
+    """The request body, its content type and the Accept header: JSON, or .npy both ways
+    (scoring: the inputs as a .npy body, method and seed in the query)."""
+    if not npy:
+        return json.dumps(body).encode(), "application/json", "application/json"
+    if "inputs" in body:
+        buffer = io.BytesIO()
+        array = np.asarray(body["inputs"])
+        np.save(buffer, array.astype(np.uint8 if array.dtype.kind == "i" else np.float32))
+        return buffer.getvalue(), "application/x-npy", "application/x-npy"
+    return json.dumps(body).encode(), "application/json", "application/x-npy"
+
+
 async def drive(
-    url: str, key: str, path: str, body: dict[str, Any], clients: int, seconds: float
+    url: str,
+    key: str,
+    path: str,
+    body: dict[str, Any],
+    clients: int,
+    seconds: float,
+    client: str = "raw",
+    npy: bool = False,
 ) -> tuple[list[float], int]:
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    headers = {"Authorization": f"Bearer {key}"}
+    content, content_type, accept = encoded(body, npy)
+    if npy and "inputs" in body:
+        path += f"?method={body['method']}"
+    if client == "httpx":
+        return await drive_httpx(url, key, path, content, content_type, accept, clients, seconds)
+    port = int(url.rsplit(":", 1)[1])
+    head = request_head(path, key, content_type, accept, len(content))
     latencies: list[float] = []
     errors = 0
-    content = json.dumps(body).encode()
+    deadline = time.perf_counter() + seconds
+
+    async def one_client() -> None:
+        nonlocal errors
+        connection = RawClient(port, head, content)
+        try:
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                status, _ = await connection.send()
+                latencies.append(time.perf_counter() - start)
+                errors += status != 200
+        finally:
+            connection.close()
+
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    return latencies, errors
+
+
+async def drive_httpx(
+    url: str,
+    key: str,
+    path: str,
+    content: bytes,
+    content_type: str,
+    accept: str,
+    clients: int,
+    seconds: float,
+) -> tuple[list[float], int]:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = {"Authorization": f"Bearer {key}", "Accept": accept}
+    latencies: list[float] = []
+    errors = 0
     async with httpx.AsyncClient(
         base_url=url, headers=headers, limits=limits, timeout=120
     ) as client:
@@ -221,7 +335,7 @@ async def drive(
             while time.perf_counter() < deadline:
                 start = time.perf_counter()
                 response = await client.post(
-                    path, content=content, headers={"content-type": "application/json"}
+                    path, content=content, headers={"content-type": content_type}
                 )
                 latencies.append(time.perf_counter() - start)
                 errors += response.status_code != 200
@@ -252,18 +366,58 @@ def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[
 def table(cells: list[Cell]) -> str:
     lines = [
         f"{'model':<7} {'endpoint':<9} {'items':>5} {'clients':>7} {'reqs':>6} {'err':>4} "
-        f"{'items/s':>9} {'in-proc':>9} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} {'over ms':>8}"
+        f"{'items/s':>9} {'in-proc':>9} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} {'over ms':>8} "
+        f"{'srv ms':>7} {'cli ms':>7}"
     ]
     for c in cells:
         lines.append(
             f"{c.model:<7} {c.endpoint:<9} {c.items:>5} {c.clients:>7} {c.requests:>6} "
             f"{c.errors:>4} {c.items_per_s:>9.1f} {c.in_process_items_per_s:>9.1f} "
-            f"{c.ratio:>6.2f} {c.p50_ms:>8.2f} {c.p99_ms:>8.2f} {c.p50_ms - c.model_ms:>8.2f}"
+            f"{c.ratio:>6.2f} {c.p50_ms:>8.2f} {c.p99_ms:>8.2f} {c.p50_ms - c.model_ms:>8.2f} "
+            f"{c.server_cpu_ms:>7.2f} {c.client_cpu_ms:>7.2f}"
         )
     return "\n".join(lines)
 
 
-def run(quick: bool, seconds: float) -> str:
+def measure(
+    server_pid: int,
+    url: str,
+    key: str,
+    path: str,
+    cell: tuple[str, str, int, int],
+    own: float,
+    seconds: float,
+    client: str,
+    npy: bool = False,
+) -> Cell:
+    """One cell: the clients for ``seconds``, with the CPU both sides spent."""
+    name, endpoint, items, clients = cell
+    server_cpu, client_cpu = process_cpu_s(server_pid), time.process_time()
+    latencies, errors = asyncio.run(
+        drive(url, key, path, payload(endpoint, name, items), clients, seconds, client, npy)
+    )
+    server_cpu = process_cpu_s(server_pid) - server_cpu
+    client_cpu = time.process_time() - client_cpu
+    elapsed = max(seconds, max(latencies, default=0.0))
+    count = max(len(latencies), 1)
+    return Cell(
+        name,
+        endpoint,
+        items,
+        clients,
+        len(latencies),
+        errors,
+        (len(latencies) - errors) * items / elapsed,
+        own,
+        percentile(latencies, 0.5) * 1000,
+        percentile(latencies, 0.99) * 1000,
+        items / own * 1000,
+        server_cpu / count * 1000,
+        client_cpu / count * 1000,
+    )
+
+
+def run(quick: bool, seconds: float, client: str = "raw") -> str:
     torch.set_num_threads(1)
     models = ["points"] if quick else list(MODELS)
     sizes = [1, 16] if quick else [1, 16, 256]
@@ -307,7 +461,7 @@ def run(quick: bool, seconds: float) -> str:
                 )
                 cold[name] = time.perf_counter() - start
                 response.raise_for_status()
-            cells = []
+            cells, npy_cells = [], []
             for name in models:
                 flow = load_flow(blobs[name])
                 for endpoint in ("log-prob", "samples"):
@@ -317,38 +471,29 @@ def run(quick: bool, seconds: float) -> str:
                         own = in_process_rate(flow, endpoint, items, seconds / 2)
                         path = f"/v1/models/{ids[name]}/{endpoint}"
                         for clients in client_counts:
-                            latencies, errors = asyncio.run(
-                                drive(
-                                    url,
-                                    key,
-                                    path,
-                                    payload(endpoint, name, items),
-                                    clients,
-                                    seconds,
-                                )
-                            )
-                            elapsed = max(seconds, max(latencies, default=0.0))
+                            cell = (name, endpoint, items, clients)
                             cells.append(
-                                Cell(
-                                    name,
-                                    endpoint,
-                                    items,
-                                    clients,
-                                    len(latencies),
-                                    errors,
-                                    (len(latencies) - errors) * items / elapsed,
-                                    own,
-                                    percentile(latencies, 0.5) * 1000,
-                                    percentile(latencies, 0.99) * 1000,
-                                    items / own * 1000,
+                                measure(server.pid, url, key, path, cell, own, seconds, client)
+                            )
+                        if endpoint == "log-prob" and items == max(sizes):
+                            cell = (name, endpoint, items, 1)
+                            npy_cells.append(
+                                measure(
+                                    server.pid, url, key, path, cell, own, seconds, client, True
                                 )
                             )
         finally:
             server.terminate()
             server.wait(30)
     load = os.getloadavg()[0]
-    out.append(f"one run, load average {load:.1f} on {os.cpu_count()} cores, {seconds} s a cell")
+    out.append(
+        f"one run, load average {load:.1f} on {os.cpu_count()} cores, {seconds} s a cell, "
+        f"{client} clients"
+    )
     out.append(table(cells))
+    out.append("")
+    out.append("npy bodies (application/x-npy request and response), 1 client")
+    out.append(table(npy_cells))
     out.append("")
     out.append("batching: 1 item per request, throughput at the most clients / at 1 client")
     for name in models:
@@ -376,6 +521,12 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--quick", action="store_true", help="points only, few short cells")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per cell")
     parser.add_argument(
+        "--client",
+        choices=["raw", "httpx"],
+        default="raw",
+        help="the load's clients: plain keep-alive HTTP/1.1 connections (default) or httpx",
+    )
+    parser.add_argument(
         "--cold-split", nargs=2, metavar=("DB_URL", "MODEL_ID"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
@@ -384,7 +535,7 @@ def main(argv: list[str] | None = None) -> str:
         print(json.dumps(cold_load_split(*args.cold_split)))
         return ""
     seconds = args.seconds if args.seconds is not None else (0.5 if args.quick else 3.0)
-    report = run(args.quick, seconds)
+    report = run(args.quick, seconds, args.client)
     print(report)
     return report
 

@@ -20,12 +20,14 @@ double from ``backoff_s``.
 from __future__ import annotations
 
 import hashlib
+import io
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, cast
 
 import httpx
+import numpy as np
 
 from efnf_client.types import (
     Dataset,
@@ -36,6 +38,7 @@ from efnf_client.types import (
     Model,
     ModelPage,
     Samples,
+    ScoreArrays,
     Scores,
 )
 
@@ -45,6 +48,18 @@ DEFAULT_BACKOFF_S = 0.5
 RETRIED_STATUSES = frozenset({502, 503, 504})
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 ScoreMethod = Literal["auto", "exact", "estimate"]
+# The server's binary bodies: one NumPy .npy file (numpy.save, never pickled).
+NPY_MEDIA = "application/x-npy"
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _from_npy(content: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(content), allow_pickle=False)
 
 
 class EfnfError(Exception):
@@ -306,6 +321,40 @@ class Client:
         body = {"inputs": list(inputs), "method": method, "seed": seed}
         return cast(Scores, self._json("POST", f"/v1/models/{model_id}/log-prob", json=body))
 
+    def score_array(
+        self,
+        model_id: str,
+        inputs: np.ndarray,
+        method: ScoreMethod = "auto",
+        seed: int = 0,
+    ) -> ScoreArrays:
+        """``POST /v1/models/{model_id}/log-prob`` with ``.npy`` bodies both ways: ``inputs``
+        (points (B, D) as floats, images (B, C, H, W) as uint8 levels or float intensities)
+        sent as ``application/x-npy``, the answer's arrays read from the ``.npy`` records the
+        server returns and its other fields from the ``X-Efnf-*`` headers. Faster than
+        :meth:`score` for large batches: no JSON either way."""
+        response = self.request(
+            "POST",
+            f"/v1/models/{model_id}/log-prob",
+            params={"method": method, "seed": seed},
+            content=_npy(np.asarray(inputs)),
+            headers={"Content-Type": NPY_MEDIA, "Accept": NPY_MEDIA},
+        )
+        records = _from_npy(response.content)
+        names = records.dtype.names or ()
+        headers = response.headers
+        return ScoreArrays(
+            model_id=headers["x-efnf-model-id"],
+            checkpoint_id=headers["x-efnf-checkpoint-id"],
+            step=int(headers["x-efnf-step"]),
+            method=headers["x-efnf-method"],
+            count=len(records),
+            log_prob=records["log_prob"].copy(),
+            stderr=records["stderr"].copy() if "stderr" in names else None,
+            bits_per_dim=records["bits_per_dim"].copy() if "bits_per_dim" in names else None,
+            lower_bound=headers["x-efnf-lower-bound"] == "true",
+        )
+
     def score_pngs(
         self,
         model_id: str,
@@ -342,6 +391,12 @@ class Client:
     ) -> bytes:
         """The same samples as a NumPy ``.npy`` file."""
         return self._samples(model_id, n, seed, temperature, "npy").content
+
+    def sample_array(
+        self, model_id: str, n: int = 16, seed: int = 0, temperature: float = 1.0
+    ) -> np.ndarray:
+        """The same samples as a NumPy array (sent as ``.npy``, no JSON)."""
+        return _from_npy(self.sample_npy(model_id, n, seed, temperature))
 
     def sample_png(
         self, model_id: str, n: int = 16, seed: int = 0, temperature: float = 1.0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+import numpy as np
+
 
 class Dataset(TypedDict):
     id: str
@@ -81,6 +83,21 @@ class Scores(TypedDict):
     log_prob: list[float]
     stderr: list[float] | None
     bits_per_dim: list[float] | None
+    lower_bound: bool
+
+
+class ScoreArrays(TypedDict):
+    """A scoring answer sent as ``.npy`` (``Client.score_array``): the per-item arrays as
+    NumPy float64 arrays (None where the JSON answer has null), the rest from its headers."""
+
+    model_id: str
+    checkpoint_id: str
+    step: int
+    method: str
+    count: int
+    log_prob: np.ndarray
+    stderr: np.ndarray | None
+    bits_per_dim: np.ndarray | None
     lower_bound: bool
 
 

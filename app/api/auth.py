@@ -115,17 +115,24 @@ class ApiKeyMiddleware:
         await self.app({**scope, "state": state}, receive, send)
 
 
+def request_tenant(request: Request) -> str:
+    """The tenant of the request's API key, as authenticated by ``ApiKeyMiddleware``; a plain
+    function for routes that read it without FastAPI's dependency machinery (the scoring and
+    sampling routes, whose router declares ``get_tenant`` for OpenAPI and runs it anyway)."""
+    tenant = request.scope.get("state", {}).get(TENANT_STATE)
+    if tenant is None:
+        # Only reachable if the middleware is missing: fail closed rather than open.
+        raise Unauthorized(MISSING_KEY)
+    return tenant
+
+
 async def get_tenant(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> str:
     """The tenant of the request's API key, as authenticated by ``ApiKeyMiddleware``
     (``async``: read on the event loop, without a thread hop)."""
-    tenant = getattr(request.state, TENANT_STATE, None)
-    if tenant is None:
-        # Only reachable if the middleware is missing: fail closed rather than open.
-        raise Unauthorized(MISSING_KEY)
-    return tenant
+    return request_tenant(request)
 
 
 def install_authentication(

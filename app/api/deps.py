@@ -3,11 +3,12 @@ and the process's metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, Concatenate, ParamSpec, TypeVar
 
 from celery import Celery
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from app.api.auth import get_tenant
@@ -31,6 +32,27 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
     finally:
         session.close()
+
+
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+
+
+async def in_session(
+    request: Request,
+    work: Callable[Concatenate[Session, Params], Result],
+    *args: Params.args,
+    **kwargs: Params.kwargs,
+) -> Result:
+    """``work(session, *args, **kwargs)`` in the thread pool, in a session of its own that is
+    closed there: how a coroutine route reads the database without blocking the event loop
+    (and without a thread hop on the requests that need no database at all)."""
+
+    def run() -> Result:
+        with session_factory(request.app.state.settings.database_url)() as session:
+            return work(session, *args, **kwargs)
+
+    return await run_in_threadpool(run)
 
 
 async def get_celery(request: Request) -> Celery:

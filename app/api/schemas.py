@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from app.api.encoding import JSON_MEDIA, NPY_MEDIA
 from app.api.text import check_name
 from app.db.base import utcnow
 from app.db.models import RUNNING, Checkpoint, Dataset, Job, JobState, Metric
@@ -14,6 +15,7 @@ from flows import FlowConfig, TrainConfig
 from flows.config import read_stored
 from flows.data.builtin import BUILTIN_DATASETS
 from flows.data.dataset import DataKind
+from flows.flow import LogDetMethod
 
 # The largest value a query may bind to an SQL INTEGER (steps) or use as an OFFSET; larger ones
 # overflow in PostgreSQL, so they are refused as a 422 first.
@@ -304,7 +306,26 @@ class ModelList(BaseModel):
     offset: int
 
 
-class ScoreIn(BaseModel):
+SEED_FIELD = Field(
+    0,
+    ge=0,
+    le=2**32 - 1,
+    description="Seed of the Monte-Carlo parts only: the residual log-det estimator's probes "
+    "and an augmented flow's importance samples; exact scores do not depend on it.",
+)
+
+
+class ScoreForm(BaseModel):
+    """How to score: the fields that come beside the batch (in the JSON body, in the form of
+    uploaded PNG images, or as query parameters of an ``application/x-npy`` body)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: LogDetMethod = "auto"
+    seed: int = SEED_FIELD
+
+
+class ScoreIn(ScoreForm):
     """A batch to score, as JSON: points ``[[x, y], ...]`` or images ``[[[[...]]]]`` (B, C, H, W).
 
     Image values that are all integers are 8-bit levels (0-255); any number written with a
@@ -314,16 +335,16 @@ class ScoreIn(BaseModel):
     scores the same under a rotation-invariant model).
     """
 
-    model_config = ConfigDict(extra="forbid")
-
     inputs: list[Any] = Field(min_length=1, description="The batch: (B, D) or (B, C, H, W).")
-    method: Literal["auto", "exact", "estimate"] = "auto"
-    seed: int = Field(
-        0,
-        ge=0,
-        le=2**32 - 1,
-        description="Seed of the Monte-Carlo parts only: the residual log-det estimator's probes "
-        "and an augmented flow's importance samples; exact scores do not depend on it.",
+
+
+class ScoreFilesIn(ScoreForm):
+    """A batch of PNG images to score, as ``multipart/form-data``."""
+
+    files: list[bytes] = Field(
+        min_length=1,
+        description="PNG images of the model's size, one item each.",
+        json_schema_extra={"items": {"type": "string", "format": "binary"}},
     )
 
 
@@ -336,6 +357,45 @@ SCORE_EXAMPLES = {
         "summary": "One 1x2x2 image of 8-bit levels, estimated log-det",
         "description": "Integers are 8-bit levels; the image must have the model's shape.",
         "value": {"inputs": [[[[0, 255], [255, 0]]]], "method": "estimate", "seed": 1},
+    },
+}
+NPY_SCORE_DESCRIPTION = (
+    "The batch as one NumPy `.npy` file (`numpy.save`; format 1.0 or 2.0): integers (8-bit "
+    "levels) or floats of shape (B, D) or (B, C, H, W), never Python objects. `method` and "
+    "`seed` are the query parameters."
+)
+# The three ways to send a batch; the scoring route parses the body itself (by Content-Type),
+# so FastAPI does not see these schemas: app.main publishes SCORE_BODY_COMPONENTS, where
+# app.api.openapi bounds them like the others.
+SCORE_BODY_COMPONENTS = {
+    model.__name__: model.model_json_schema() for model in (ScoreIn, ScoreFilesIn)
+}
+# method and seed of an application/x-npy body, read by the route from the query string.
+SCORE_QUERY_PARAMETERS = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": f"With an application/x-npy body only (JSON and forms carry {name}).",
+        "schema": schema,
+    }
+    for name, schema in ScoreForm.model_json_schema()["properties"].items()
+]
+SCORE_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        JSON_MEDIA: {
+            "schema": {"$ref": "#/components/schemas/ScoreIn"},
+            "examples": SCORE_EXAMPLES,
+        },
+        "multipart/form-data": {
+            "schema": {"$ref": "#/components/schemas/ScoreFilesIn"},
+            "example": {"files": ["digit0.png", "digit1.png"], "method": "auto", "seed": 0},
+        },
+        NPY_MEDIA: {
+            "schema": {"type": "string", "format": "binary", "description": NPY_SCORE_DESCRIPTION},
+            "example": "(the bytes numpy.save writes for an array of shape (3, 2))",
+        },
     },
 }
 
@@ -359,6 +419,29 @@ class ScoreOut(BaseModel):
         "importance-weighted lower bound on the log-likelihood (and bits_per_dim an upper "
         "bound), not its exact value.",
     )
+
+
+def _header(description: str) -> dict[str, Any]:
+    return {"description": description, "required": False, "schema": {"type": "string"}}
+
+
+# The rest of ScoreOut beside a .npy answer, which holds only the per-item arrays.
+SCORE_NPY_HEADERS = {
+    "X-Efnf-Model-Id": _header("With a .npy answer: the model's id."),
+    "X-Efnf-Checkpoint-Id": _header("With a .npy answer: the checkpoint that scored."),
+    "X-Efnf-Step": _header("With a .npy answer: the checkpoint's training step."),
+    "X-Efnf-Method": _header("With a .npy answer: `exact` or `estimate`."),
+    "X-Efnf-Lower-Bound": _header("With a .npy answer: `true` for an augmented flow's bound."),
+}
+SCORE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The scores as JSON; or, when `Accept` prefers `application/x-npy`, one "
+        "`.npy` file of a structured array with a float64 record per item: `log_prob` and, where "
+        "the JSON has them, `stderr` and `bits_per_dim` (the other fields in the headers).",
+        "content": {NPY_MEDIA: {"schema": {"type": "string", "format": "binary"}}},
+        "headers": SCORE_NPY_HEADERS,
+    }
+}
 
 
 class SampleIn(BaseModel):

@@ -133,6 +133,11 @@ def test_openapi_publishes_the_library_configs(client: TestClient) -> None:
     assert set(log_prob["post"]["requestBody"]["content"]) == {
         "application/json",
         "multipart/form-data",
+        "application/x-npy",
+    }
+    assert set(log_prob["post"]["responses"]["200"]["content"]) == {
+        "application/json",
+        "application/x-npy",
     }
 
 
@@ -168,7 +173,7 @@ def test_every_request_body_has_an_example_the_server_accepts(document: dict[str
                 parsed = model.model_validate(example)
                 if isinstance(parsed, JobIn):
                     assert not job_limit_errors(parsed.flow, parsed.training, Settings())
-    assert bodies == 6
+    assert bodies == 7
 
 
 POINTS_JOB = {
