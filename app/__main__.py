@@ -20,10 +20,10 @@ import threading
 
 import uvicorn
 
-from app.db.api_keys import check_tenant
-from app.db.migrate import upgrade_to_head
+from app.core.db.api_keys import check_tenant
+from app.core.db.migrate import upgrade_to_head
+from app.core.settings import PARENT_PIPE_ENV, Settings, get_settings
 from app.key_admin import create_key, ensure_local_key, list_keys, revoke_key
-from app.settings import PARENT_PIPE_ENV, Settings, get_settings
 from app.transport import protocol_with_head_timeout
 
 logger = logging.getLogger("app.serve")

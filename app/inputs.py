@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from app.settings import Settings
+from app.core.settings import Settings
 from flows.data import IMAGES, DataError, DataKind, Dataset, ReadLimits, read_dataset_file
 from flows.errors import FileError
 

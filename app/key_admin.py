@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from app.db.api_keys import count_api_keys, create_api_key, list_api_keys, revoke_api_key
-from app.db.session import session_scope
-from app.settings import Settings
+from app.core.db.api_keys import count_api_keys, create_api_key, list_api_keys, revoke_api_key
+from app.core.db.session import session_scope
+from app.core.settings import Settings
 
 LOCAL_KEY_FILE = "local-api-key"
 LOCAL_KEY_NAME = "local (created on first start)"

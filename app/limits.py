@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.settings import Settings
+from app.core.settings import Settings
 from flows.config import FlowConfig, TrainConfig
 from flows.cost import (
     expanded_weights,

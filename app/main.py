@@ -12,12 +12,12 @@ from app.api.routes import datasets, health, jobs, models
 from app.api.schemas import SCORE_BODY_COMPONENTS, ErrorOut
 from app.api.text import PrintableRequestMiddleware
 from app.batching import BatcherRegistry
-from app.broker import BrokerProbe, create_celery
+from app.core.broker import BrokerProbe, create_celery
+from app.core.settings import Settings, get_settings
 from app.gc_tuning import collect_young_objects_less_often
 from app.metrics import METRICS_PATH, RequestMetricsMiddleware, ServiceMetrics
 from app.model_cache import ModelCache
 from app.resolution import ResolutionCache
-from app.settings import Settings, get_settings
 from app.web import PUBLIC_PATHS, PUBLIC_PREFIXES, install_web
 
 DESCRIPTION = """

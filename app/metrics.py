@@ -29,11 +29,11 @@ from sqlalchemy import func, select
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.broker import BrokerProbe, BrokerUnavailable
-from app.db.models import JOB_STATES, RUNNING, Job
-from app.db.session import session_factory
+from app.core.broker import BrokerProbe, BrokerUnavailable
+from app.core.db.models import JOB_STATES, RUNNING, Job
+from app.core.db.session import session_factory
+from app.core.settings import Settings
 from app.model_cache import ModelCache
-from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
-from app.db.models import TERMINAL_JOB_STATES
+from app.core.db.models import TERMINAL_JOB_STATES
 
 Value = TypeVar("Value")
 

@@ -53,11 +53,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from app.db.api_keys import create_api_key  # noqa: E402
-from app.db.base import new_id  # noqa: E402
-from app.db.migrate import upgrade_to_head  # noqa: E402
-from app.db.models import Checkpoint, Job  # noqa: E402
-from app.db.session import session_scope  # noqa: E402
+from app.core.db.api_keys import create_api_key  # noqa: E402
+from app.core.db.base import new_id  # noqa: E402
+from app.core.db.migrate import upgrade_to_head  # noqa: E402
+from app.core.db.models import Checkpoint, Job  # noqa: E402
+from app.core.db.session import session_scope  # noqa: E402
 from flows import FlowConfig, build_flow  # noqa: E402
 from flows.checkpoint import (  # noqa: E402
     load_flow,

@@ -7,9 +7,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from app.db.models import Base
-from app.db.session import ensure_sqlite_directory
-from app.settings import Settings
+from app.core.db.models import Base
+from app.core.db.session import ensure_sqlite_directory
+from app.core.settings import Settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

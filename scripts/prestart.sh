@@ -9,8 +9,8 @@ import time
 
 from sqlalchemy import create_engine, text
 
-from app.db.session import ensure_sqlite_directory
-from app.settings import get_settings
+from app.core.db.session import ensure_sqlite_directory
+from app.core.settings import get_settings
 
 url = get_settings().database_url
 ensure_sqlite_directory(url)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from app.settings import get_settings
+from app.core.settings import get_settings
 from worker.parent_watch import node_name, watch_parent
 
 

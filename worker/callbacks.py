@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.db.lifecycle import record_checkpoint, record_metrics
-from app.db.session import session_scope
+from app.core.db.lifecycle import record_checkpoint, record_metrics
+from app.core.db.session import session_scope
 from flows import TrainCallbacks
 from worker.db_retry import retry_while_database_unavailable
 from worker.heartbeat import CANCEL_REQUESTED, LOST, Heartbeat

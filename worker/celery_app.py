@@ -11,10 +11,10 @@ from typing import Any
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from app.broker import create_celery
-from app.db.base import utcnow
-from app.db.session import forget_inherited_engines
-from app.settings import get_settings
+from app.core.broker import create_celery
+from app.core.db.base import utcnow
+from app.core.db.session import forget_inherited_engines
+from app.core.settings import get_settings
 from worker.reaper import ReaperThread
 
 logger = logging.getLogger(__name__)

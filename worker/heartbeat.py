@@ -32,9 +32,9 @@ import threading
 import time
 from typing import Literal, get_args
 
-from app.db.lifecycle import Beat, finish_job, heartbeat, read_claim
-from app.db.models import CANCELLED, FAILED, JobState
-from app.db.session import session_scope
+from app.core.db.lifecycle import Beat, finish_job, heartbeat, read_claim
+from app.core.db.models import CANCELLED, FAILED, JobState
+from app.core.db.session import session_scope
 from worker.progress import StepRate, WindowMean
 
 logger = logging.getLogger(__name__)

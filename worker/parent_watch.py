@@ -18,9 +18,9 @@ import signal
 import socket
 import threading
 
-from app.db import lifecycle
-from app.db.session import session_scope
-from app.settings import PARENT_PIPE_ENV, Settings
+from app.core.db import lifecycle
+from app.core.db.session import session_scope
+from app.core.settings import PARENT_PIPE_ENV, Settings
 
 logger = logging.getLogger(__name__)
 

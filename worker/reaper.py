@@ -16,11 +16,11 @@ from datetime import datetime, timedelta
 
 from celery import Celery
 
-from app.broker import check_broker, enqueue_training
-from app.db import lifecycle
-from app.db.base import utcnow
-from app.db.session import session_scope
-from app.settings import Settings
+from app.core.broker import check_broker, enqueue_training
+from app.core.db import lifecycle
+from app.core.db.base import utcnow
+from app.core.db.session import session_scope
+from app.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

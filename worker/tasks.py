@@ -15,14 +15,14 @@ from datetime import datetime, timedelta
 import numpy as np
 from celery import Task
 
-from app.broker import TRAIN_TASK
-from app.db import lifecycle
-from app.db.base import utcnow
-from app.db.blobs import npy_to_array
-from app.db.crud import dataset_array_blob, newest_checkpoint
-from app.db.models import CANCELLED, FAILED, SUCCEEDED, Job, JobState
-from app.db.session import session_scope
-from app.settings import Settings, get_settings
+from app.core.broker import TRAIN_TASK
+from app.core.db import lifecycle
+from app.core.db.base import utcnow
+from app.core.db.blobs import npy_to_array
+from app.core.db.crud import dataset_array_blob, newest_checkpoint
+from app.core.db.models import CANCELLED, FAILED, SUCCEEDED, Job, JobState
+from app.core.db.session import session_scope
+from app.core.settings import Settings, get_settings
 from flows import FlowConfig, TrainConfig, TrainingDiverged, TrainResult, build_flow, train
 from worker.callbacks import JobCallbacks
 from worker.celery_app import celery_app

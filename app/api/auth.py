@@ -24,8 +24,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import error_response
-from app.db.api_keys import ApiKeyRejected, authenticate, digest
-from app.db.session import session_factory
+from app.core.db.api_keys import ApiKeyRejected, authenticate, digest
+from app.core.db.session import session_factory
 from app.resolution import KeyCache
 
 AUTH_FIELD = "Authorization"

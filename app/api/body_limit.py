@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response
-from app.settings import Settings
+from app.core.settings import Settings
 
 DECIMAL = re.compile(r"[0-9]{1,20}")
 # Room for multipart boundaries, part headers and small form fields around the file content:

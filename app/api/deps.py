@@ -12,11 +12,11 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from app.api.auth import get_tenant
-from app.broker import BrokerProbe
-from app.db.session import session_factory
+from app.core.broker import BrokerProbe
+from app.core.db.session import session_factory
+from app.core.settings import Settings
 from app.metrics import ServiceMetrics
 from app.model_cache import ModelCache
-from app.settings import Settings
 
 
 # The trivial dependencies are ``async``: FastAPI runs a plain ``def`` dependency in the thread

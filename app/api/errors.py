@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.schemas import ErrorItem, ErrorOut
-from app.db.crud import ConflictError
+from app.core.db.crud import ConflictError
 from app.limits import LimitExceeded, Violation
 from flows.errors import FlowError
 

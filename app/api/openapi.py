@@ -17,8 +17,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.core.settings import Settings
 from app.limits import SCHEMA_LIMITS, SchemaLimit
-from app.settings import Settings
 
 Schema = dict[str, Any]
 BOUNDED_TYPES = ("integer", "number", "array")

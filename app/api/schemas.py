@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.api.encoding import JSON_MEDIA, NPY_MEDIA
 from app.api.text import check_name
-from app.db.base import utcnow
-from app.db.models import RUNNING, Checkpoint, Dataset, Job, JobState, Metric
+from app.core.db.base import utcnow
+from app.core.db.models import RUNNING, Checkpoint, Dataset, Job, JobState, Metric
 from flows import FlowConfig, TrainConfig
 from flows.config import read_stored
 from flows.data.builtin import BUILTIN_DATASETS

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from app.api.schemas import JobIn
+from app.core.settings import Settings
 from app.limits import job_limit_errors
-from app.settings import Settings
 from experiments.gpu.prepare import (
     CIFAR_TRAIN_MEMBERS,
     augment_by_group,

@@ -36,10 +36,10 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
-from app.db.migrate import upgrade_to_head
-from app.db.session import dispose_engines
+from app.core.db.migrate import upgrade_to_head
+from app.core.db.session import dispose_engines
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.service.payloads import (
     IMAGE_FLOW,
     POINTS_FLOW,

@@ -25,10 +25,10 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.db.api_keys import create_api_key
-from app.db.models import SUCCEEDED, TERMINAL_JOB_STATES, JobState
-from app.db.session import session_scope
-from app.settings import Settings
+from app.core.db.api_keys import create_api_key
+from app.core.db.models import SUCCEEDED, TERMINAL_JOB_STATES, JobState
+from app.core.db.session import session_scope
+from app.core.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 JOB_TIMEOUT_S = 150.0

@@ -24,11 +24,11 @@ from httpx import Response
 from sqlalchemy import select
 
 from app.__main__ import build_parser
-from app.db.api_keys import revoke_api_key
-from app.db.base import new_id
-from app.db.models import TERMINAL_JOB_STATES, ApiKey, Checkpoint, Dataset, Job
-from app.db.session import session_scope
-from app.settings import Settings
+from app.core.db.api_keys import revoke_api_key
+from app.core.db.base import new_id
+from app.core.db.models import TERMINAL_JOB_STATES, ApiKey, Checkpoint, Dataset, Job
+from app.core.db.session import session_scope
+from app.core.settings import Settings
 from tests.service.payloads import POINTS_FLOW, Trained, submit_job
 from tests.service.stack import REPO_ROOT, Stack, auth_headers, create_key, poll_job
 from tests.service.test_openapi import EXPECTED

@@ -10,7 +10,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.db.models import SUCCEEDED
+from app.core.db.models import SUCCEEDED
 from flows.checkpoint import load_flow, read_checkpoint_info
 from flows.scoring import score
 from tests.service.faults import RecordProperty, metric_steps, upload_points

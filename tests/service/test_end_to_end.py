@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.db.base import new_id, utcnow
-from app.db.models import Checkpoint, Job
-from app.db.session import session_scope
+from app.core.db.base import new_id, utcnow
+from app.core.db.models import Checkpoint, Job
+from app.core.db.session import session_scope
 from flows.checkpoint import load_flow, read_checkpoint_info
 from flows.data import load_builtin
 from flows.scoring import score

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from app.core.settings import Settings
 from app.gc_tuning import YOUNG_THRESHOLD, collect_young_objects_less_often
 from app.main import create_app
-from app.settings import Settings
 
 
 @pytest.fixture

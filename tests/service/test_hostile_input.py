@@ -28,8 +28,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func
 from sqlalchemy import select as sql_select
 
-from app.db.models import Dataset, Job
-from app.db.session import session_scope
+from app.core.db.models import Dataset, Job
+from app.core.db.session import session_scope
 from app.main import create_app
 from tests.service.hostile_files import (
     Chunks,

@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.db.api_keys import list_api_keys
-from app.db.session import get_engine, session_scope
+from app.core.db.api_keys import list_api_keys
+from app.core.db.session import get_engine, session_scope
+from app.core.settings import Settings
 from app.key_admin import LOCAL_KEY_FILE, ensure_local_key
-from app.settings import Settings
 from tests.service.private_servers import spare_port
 from tests.service.stack import REPO_ROOT, wait_for_health
 

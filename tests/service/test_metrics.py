@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from app.db.migrate import upgrade_to_head
-from app.db.models import JOB_STATES, Job
-from app.db.session import session_scope
+from app.core.db.migrate import upgrade_to_head
+from app.core.db.models import JOB_STATES, Job
+from app.core.db.session import session_scope
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.service.payloads import POINTS_FLOW, TINY_TRAINING, Trained, submit_job
 from tests.service.stack import Stack
 

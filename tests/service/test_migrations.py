@@ -10,8 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, pool
 
-from app.db.migrate import downgrade_to, upgrade_to_head
-from app.db.models import Base
+from app.core.db.migrate import downgrade_to, upgrade_to_head
+from app.core.db.models import Base
 from tests.service.conftest import create_postgres_database, drop_postgres_database
 
 pytestmark = pytest.mark.service

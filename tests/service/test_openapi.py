@@ -18,10 +18,10 @@ from pydantic import BaseModel, ValidationError
 
 import app.api.routes
 from app.api.schemas import BuiltinDatasetIn, JobIn, SampleIn, ScoreIn
-from app.db.migrate import upgrade_to_head
+from app.core.db.migrate import upgrade_to_head
+from app.core.settings import Settings
 from app.limits import SCHEMA_LIMITS, SchemaLimit, job_limit_errors
 from app.main import create_app
-from app.settings import Settings
 from tests.service.payloads import png_bytes
 from tests.service.stack import auth_headers, create_key
 

@@ -13,8 +13,8 @@ import math
 import pytest
 from sqlalchemy import func, select
 
-from app.db.models import Checkpoint, Metric
-from app.db.session import session_scope
+from app.core.db.models import Checkpoint, Metric
+from app.core.db.session import session_scope
 from tests.service.payloads import POINTS_FLOW, TINY_TRAINING, Trained, submit_job
 from tests.service.stack import Stack
 

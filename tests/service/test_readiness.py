@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.broker import check_broker
+from app.core.broker import check_broker
 from tests.service.faults import builtin_points
 from tests.service.payloads import POINTS_FLOW, TINY_TRAINING
 from tests.service.stack import Stack

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.db.models import Job
-from app.db.session import get_engine, session_scope
+from app.core.db.models import Job
+from app.core.db.session import get_engine, session_scope
 from app.key_admin import LOCAL_KEY_FILE
 from tests.service.payloads import POINTS_FLOW
 from tests.service.private_servers import spare_port

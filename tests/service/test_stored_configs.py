@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.db import crud
-from app.db.migrate import upgrade_to_head
-from app.db.session import session_scope
+from app.core.db import crud
+from app.core.db.migrate import upgrade_to_head
+from app.core.db.session import session_scope
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from flows.config import FlowConfig, TrainConfig
 from tests.service.payloads import POINTS_FLOW
 from tests.service.stack import auth_headers, create_key

@@ -17,13 +17,13 @@ from app.api.schemas import (
     ErrorOut,
 )
 from app.api.text import check_name
-from app.db import crud
-from app.db.blobs import array_to_npy, npy_to_array
-from app.db.models import Dataset as DatasetRow
+from app.core.db import crud
+from app.core.db.blobs import array_to_npy, npy_to_array
+from app.core.db.models import Dataset as DatasetRow
+from app.core.settings import Settings
 from app.inputs import read_upload
 from app.limits import check_storage_quota
 from app.previews import preview_png
-from app.settings import Settings
 from flows.data import BUILTIN_DATASETS, DataError, Dataset, load_builtin
 from flows.errors import FileError
 

@@ -11,8 +11,8 @@ from sqlalchemy import text
 
 from app.api.deps import BrokerProbeDep, SettingsDep
 from app.api.schemas import HealthOut, ReadyOut
-from app.broker import BrokerUnavailable
-from app.db.session import get_engine
+from app.core.broker import BrokerUnavailable
+from app.core.db.session import get_engine
 
 router = APIRouter(tags=["health"])
 # Included only when EFNF_METRICS_ENABLED is true (the default).

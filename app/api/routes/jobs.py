@@ -19,9 +19,9 @@ from app.api.schemas import (
     MetricPoint,
     MetricsOut,
 )
-from app.broker import enqueue_training
-from app.db import crud, lifecycle
-from app.db.models import Job, JobState
+from app.core.broker import enqueue_training
+from app.core.db import crud, lifecycle
+from app.core.db.models import Job, JobState
 from app.limits import LimitExceeded, check_storage_quota, job_limit_errors
 from flows.config import check_data_compatible
 

@@ -51,16 +51,16 @@ from app.api.schemas import (
     ScoreOut,
 )
 from app.batching import BatcherRegistry, SampleWork, ScoreWork
-from app.db import crud
-from app.db.blobs import clean_metrics
-from app.db.models import Checkpoint, Job
+from app.core.db import crud
+from app.core.db.blobs import clean_metrics
+from app.core.db.models import Checkpoint, Job
+from app.core.settings import Settings
 from app.inputs import json_batch, png_batch
 from app.limits import check_sample_request, check_score_request
 from app.metrics import ServiceMetrics
 from app.model_cache import LoadedModel, ModelCache
 from app.previews import preview_png
 from app.resolution import ResolutionCache
-from app.settings import Settings
 from flows import FlowConfig, TrainConfig
 from flows.config import read_stored
 from flows.data import DataError

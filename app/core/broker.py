@@ -14,8 +14,8 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from app.db.session import ensure_sqlite_directory
-from app.settings import Settings
+from app.core.db.session import ensure_sqlite_directory
+from app.core.settings import Settings
 
 TRAIN_TASK = "efnf.train"
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}

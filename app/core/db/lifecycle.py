@@ -21,9 +21,9 @@ from sqlalchemy import Table, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.db.base import new_id, utcnow
-from app.db.blobs import clean_metrics
-from app.db.models import (
+from app.core.db.base import new_id, utcnow
+from app.core.db.blobs import clean_metrics
+from app.core.db.models import (
     ACTIVE_JOB_STATES,
     CANCELLED,
     FAILED,

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db.base import utcnow
-from app.db.models import ApiKey
+from app.core.db.base import utcnow
+from app.core.db.models import ApiKey
 
 KEY_PATTERN = re.compile(r"^efnf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, UTCDateTime, utcnow
+from app.core.db.base import Base, UTCDateTime, utcnow
 
 # The job states, spelled once: the API schemas, the routes, the lifecycle, the worker and the
 # tests import these names.

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from app.db.base import new_id, utcnow
-from app.db.models import (
+from app.core.db.base import new_id, utcnow
+from app.core.db.models import (
     ACTIVE_JOB_STATES,
     CANCELLED,
     QUEUED,
