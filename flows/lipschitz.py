@@ -144,6 +144,13 @@ class LipschitzLayer(SteerableLayer):
         """Whether :meth:`norm_bound` is the exact norm (else the circulant upper bound)."""
         raise NotImplementedError
 
+    def weight_version(self) -> tuple:
+        """A key that changes whenever the weight the bound is computed from may have: the escnn
+        layer's coefficient tensor's identity (a replaced parameter), in-place version counter
+        (optimiser steps, state loads, edits), dtype and device."""
+        weights = self.escnn_layer().weights
+        return (id(weights), weights._version, weights.dtype, weights.device)
+
     def transform_weight(self, weight: Tensor) -> Tensor:
         """W * min(1, c / B(W))."""
         scale = torch.clamp(self.norm_bound(weight) / self.coeff, min=1.0)

@@ -331,3 +331,27 @@ def test_image_samples_lie_in_the_unit_interval_like_the_service_samples() -> No
     assert bool(((raw < 0) | (raw > 1)).any())  # the logit's alpha puts mass outside [0, 1]
     assert torch.equal(samples, raw.clamp(0.0, 1.0))
     assert np.array_equal(sample_array(flow, 32, seed=0, temperature=2.0), quantize(samples))
+
+
+def test_a_blocks_bound_is_recomputed_whenever_a_weight_changes() -> None:
+    flow = build_flow(FlowConfig(family="residual", group="C8", data_shape=[2], depth=1))
+    block = next(layer for layer in flow.layers if isinstance(layer, ResidualBlock))
+
+    def fresh() -> float:
+        return math.prod(layer.certified_norm() for layer in block.lipschitz_layers())
+
+    first = block.lipschitz_bound()
+    assert first == fresh() and block.lipschitz_bound() == first
+    # An in-place edit (what an optimiser step does): the cached bound must not survive it.
+    weights = block.lipschitz_layers()[0].escnn_layer().weights
+    with torch.no_grad():
+        weights.mul_(0.25)
+    assert block.lipschitz_bound() == fresh() < first
+    # A state loaded by replacing the parameter objects.
+    state = {
+        name: value * 0.5 if name.endswith("weights") else value
+        for name, value in block.state_dict().items()
+    }
+    before = block.lipschitz_bound()
+    block.load_state_dict(state, assign=True)
+    assert block.lipschitz_bound() == fresh() < before
