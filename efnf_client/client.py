@@ -144,35 +144,29 @@ class Client:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Sends one request with the retries above; raises :class:`EfnfError` unless 2xx."""
-        idempotent = method.upper() == "GET"
-        delay = self.backoff_s
+        retried = method.upper() == "GET"  # only idempotent requests are sent twice
         for attempt in range(self.retries + 1):
-            last = attempt == self.retries
+            may_retry = retried and attempt < self.retries
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.ConnectError as error:
                 # Retried by the transport already; the request was never sent.
                 raise EfnfError(f"cannot reach {self.url}: {error}") from error
             except httpx.TimeoutException as error:
-                if idempotent and not last:
-                    time.sleep(delay)
-                    delay *= 2
-                    continue
-                raise EfnfError(f"{method} {path}: timed out ({type(error).__name__})") from error
+                if not may_retry:
+                    raise EfnfError(
+                        f"{method} {path}: timed out ({type(error).__name__})"
+                    ) from error
             except httpx.TransportError as error:
-                if idempotent and not last:
-                    time.sleep(delay)
-                    delay *= 2
-                    continue
-                raise EfnfError(f"{method} {path}: {type(error).__name__}: {error}") from error
-            if response.status_code in RETRIED_STATUSES and idempotent and not last:
-                time.sleep(delay)
-                delay *= 2
-                continue
-            if response.is_success:
-                return response
-            raise EfnfError.from_response(response)
-        raise AssertionError("unreachable")  # pragma: no cover
+                if not may_retry:
+                    raise EfnfError(f"{method} {path}: {type(error).__name__}: {error}") from error
+            else:
+                if response.is_success:
+                    return response
+                if not (may_retry and response.status_code in RETRIED_STATUSES):
+                    raise EfnfError.from_response(response)
+            time.sleep(self.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()

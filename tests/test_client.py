@@ -120,3 +120,45 @@ def test_the_client_imports_neither_the_service_nor_the_library(tmp_path: Path) 
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+def _scripted(*answers: int | type[Exception]) -> tuple[httpx.MockTransport, list[str]]:
+    """A transport answering each request with the next status (or raising the exception)."""
+    sent: list[str] = []
+    script = iter(answers)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        sent.append(request.method)
+        answer = next(script)
+        if isinstance(answer, type):
+            raise answer("scripted", request=request)
+        return httpx.Response(answer, json={"message": f"status {answer}", "field": None})
+
+    return httpx.MockTransport(handle), sent
+
+
+def test_reads_are_retried_on_gateway_errors_and_timeouts_with_backoff() -> None:
+    transport, sent = _scripted(503, httpx.ReadTimeout, 200)
+    client = Client("http://efnf", retries=2, backoff_s=0.0, transport=transport)
+    assert client.request("GET", "/healthz").status_code == 200
+    assert sent == ["GET", "GET", "GET"]
+
+
+def test_a_read_gives_up_after_its_retries_with_the_last_answer() -> None:
+    transport, sent = _scripted(503, 503)
+    client = Client("http://efnf", retries=1, backoff_s=0.0, transport=transport)
+    with pytest.raises(EfnfError, match="status 503"):
+        client.request("GET", "/healthz")
+    assert len(sent) == 2
+
+
+def test_writes_are_sent_once_whatever_the_answer() -> None:
+    transport, sent = _scripted(503)
+    client = Client("http://efnf", retries=3, backoff_s=0.0, transport=transport)
+    with pytest.raises(EfnfError, match="status 503"):
+        client.request("POST", "/v1/jobs", json={})
+    transport, sent_timeout = _scripted(httpx.ReadTimeout)
+    client = Client("http://efnf", retries=3, backoff_s=0.0, transport=transport)
+    with pytest.raises(EfnfError, match="timed out"):
+        client.request("POST", "/v1/jobs", json={})
+    assert sent == ["POST"] and sent_timeout == ["POST"]
