@@ -132,6 +132,18 @@ class Worker:
         self._log.close()
 
 
+def embedded_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """This process's environment for an embedded service (SQLite database and broker) whose
+    files live in ``data_dir``, updated by ``overrides``."""
+    return {
+        **os.environ,
+        "EFNF_DATA_DIR": str(data_dir),
+        "EFNF_DATABASE_URL": f"sqlite:///{data_dir}/efnf.sqlite3",
+        "EFNF_BROKER_URL": f"sqla+sqlite:///{data_dir}/broker.sqlite3",
+        **overrides,
+    }
+
+
 def auth_headers(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

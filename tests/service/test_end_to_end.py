@@ -278,22 +278,28 @@ def _copy_checkpoint(stack: Stack, source_job_id: str, job_id: str, step: int) -
         return checkpoint.sha256
 
 
-def test_reaper_resumes_a_dead_workers_job_from_its_checkpoint(
-    stack: Stack, trained: Trained
-) -> None:
-    source = trained.points_job
+def _dead_workers_job(stack: Stack, source: dict, step: int) -> str:
+    """A copy of ``source`` left running at ``step`` by a worker whose heartbeat stopped an
+    hour ago (the reaper re-queues it)."""
     long_ago = utcnow() - timedelta(hours=1)
-    job_id = _insert_job(
+    return _insert_job(
         stack,
         source,
         state="running",
-        step=20,
+        step=step,
         attempts=1,
         worker="dead@nowhere",
         heartbeat_at=long_ago,
         started_at=long_ago,
         enqueued_at=long_ago,
     )
+
+
+def test_reaper_resumes_a_dead_workers_job_from_its_checkpoint(
+    stack: Stack, trained: Trained
+) -> None:
+    source = trained.points_job
+    job_id = _dead_workers_job(stack, source, step=20)
     _copy_checkpoint(stack, source["id"], job_id, step=20)
     resumed = stack.wait_for_job(job_id)
     assert resumed["attempts"] == 2 and resumed["step"] == 30
@@ -311,18 +317,7 @@ def test_a_worker_dead_after_training_leaves_its_final_checkpoint_for_the_next_a
     # records the outcome: a worker that dies in between has left the final step's checkpoint,
     # and the next attempt trains no step and keeps that checkpoint as the model.
     source = trained.points_job
-    long_ago = utcnow() - timedelta(hours=1)
-    job_id = _insert_job(
-        stack,
-        source,
-        state="running",
-        step=30,
-        attempts=1,
-        worker="dead@nowhere",
-        heartbeat_at=long_ago,
-        started_at=long_ago,
-        enqueued_at=long_ago,
-    )
+    job_id = _dead_workers_job(stack, source, step=30)
     sha256 = _copy_checkpoint(stack, source["id"], job_id, step=30)
     finished = stack.wait_for_job(job_id)
     assert finished["state"] == "succeeded" and finished["attempts"] == 2

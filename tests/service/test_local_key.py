@@ -22,23 +22,19 @@ from app.core.db.session import get_engine, session_scope
 from app.core.settings import Settings
 from app.key_admin import LOCAL_KEY_FILE, ensure_local_key
 from tests.service.private_servers import spare_port
-from tests.service.stack import REPO_ROOT, wait_for_health
+from tests.service.stack import REPO_ROOT, embedded_env, wait_for_health
 
 pytestmark = [pytest.mark.service, pytest.mark.timeout(180)]
 
 
 def test_serve_prints_and_saves_a_local_key_on_first_start(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
-    database_url = f"sqlite:///{data_dir}/efnf.sqlite3"
     port = spare_port()
-    env = {
-        **os.environ,
-        "EFNF_DATA_DIR": str(data_dir),
-        "EFNF_DATABASE_URL": database_url,
-        "EFNF_BROKER_URL": f"sqla+sqlite:///{data_dir}/broker.sqlite3",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    env = embedded_env(
+        data_dir, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
     env.pop("VIRTUAL_ENV", None)
+    database_url = env["EFNF_DATABASE_URL"]
     log = tmp_path / "serve.log"
     with log.open("wb") as output:
         process = subprocess.Popen(

@@ -22,7 +22,7 @@ from app.core.db.session import get_engine, session_scope
 from app.key_admin import LOCAL_KEY_FILE
 from tests.service.payloads import POINTS_FLOW
 from tests.service.private_servers import spare_port
-from tests.service.stack import REPO_ROOT, poll, wait_for_health
+from tests.service.stack import REPO_ROOT, embedded_env, poll, wait_for_health
 
 pytestmark = [pytest.mark.service, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -57,18 +57,15 @@ def _children(pid: int) -> list[int]:
 
 def test_killed_launcher_takes_its_worker_and_refunds_the_attempt(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
-    database_url = f"sqlite:///{data_dir}/efnf.sqlite3"
     port = spare_port()
-    env = {
-        **os.environ,
-        "EFNF_DATA_DIR": str(data_dir),
-        "EFNF_DATABASE_URL": database_url,
-        "EFNF_BROKER_URL": f"sqla+sqlite:///{data_dir}/broker.sqlite3",
-        "EFNF_HEARTBEAT_INTERVAL_S": "0.5",
-        "EFNF_HEARTBEAT_TIMEOUT_S": "4",
-        "PYTHONPATH": str(REPO_ROOT),
-        "OMP_NUM_THREADS": "1",
-    }
+    env = embedded_env(
+        data_dir,
+        EFNF_HEARTBEAT_INTERVAL_S="0.5",
+        EFNF_HEARTBEAT_TIMEOUT_S="4",
+        PYTHONPATH=str(REPO_ROOT),
+        OMP_NUM_THREADS="1",
+    )
+    database_url = env["EFNF_DATABASE_URL"]
     log = tmp_path / "serve.log"
     with log.open("wb") as output:
         launcher = subprocess.Popen(
