@@ -4,14 +4,16 @@ and the process's metrics."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Concatenate, ParamSpec, TypeVar
 
 from celery import Celery
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from app.api.auth import get_tenant
+from app.api.schemas import LARGEST_SQL_INTEGER
 from app.core.broker import BrokerProbe
 from app.core.db.session import session_factory
 from app.core.settings import Settings
@@ -80,3 +82,23 @@ CeleryDep = Annotated[Celery, Depends(get_celery)]
 BrokerProbeDep = Annotated[BrokerProbe, Depends(get_broker_probe)]
 ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list: ``limit`` items (already capped at ``EFNF_PAGE_SIZE_MAX``) from
+    ``offset``."""
+
+    limit: int
+    offset: int
+
+
+def get_page(
+    settings: SettingsDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=LARGEST_SQL_INTEGER)] = 0,
+) -> Page:
+    return Page(min(limit, settings.page_size_max), offset)
+
+
+PageDep = Annotated[Page, Depends(get_page)]

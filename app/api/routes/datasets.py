@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Body, File, Form, Response, UploadFile
 
-from app.api.deps import OwnerDep, SessionDep, SettingsDep
+from app.api.deps import OwnerDep, PageDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, not_found
 from app.api.schemas import (
     BUILTIN_EXAMPLES,
-    LARGEST_SQL_INTEGER,
     BuiltinDatasetIn,
     DatasetList,
     DatasetOut,
@@ -197,20 +196,17 @@ def create_builtin_dataset(
 @router.get("", response_model=DatasetList, summary="List data sets")
 def list_datasets(
     session: SessionDep,
-    settings: SettingsDep,
     owner: OwnerDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0, le=LARGEST_SQL_INTEGER)] = 0,
+    page: PageDep,
 ) -> DatasetList:
     """The tenant's data sets, newest first, one page (`limit` is capped at
     `EFNF_PAGE_SIZE_MAX`); `total` counts them all."""
-    limit = min(limit, settings.page_size_max)
-    rows = crud.list_datasets(session, owner, limit, offset)
+    rows = crud.list_datasets(session, owner, page.limit, page.offset)
     return DatasetList(
         items=[DatasetOut.from_row(row) for row in rows],
         total=crud.count_datasets(session, owner),
-        limit=limit,
-        offset=offset,
+        limit=page.limit,
+        offset=page.offset,
     )
 
 

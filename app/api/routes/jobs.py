@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
-from app.api.deps import CeleryDep, ModelCacheDep, OwnerDep, SessionDep, SettingsDep
+from app.api.deps import CeleryDep, ModelCacheDep, OwnerDep, PageDep, SessionDep, SettingsDep
 from app.api.errors import ApiError, not_found
 from app.api.schemas import (
     JOB_EXAMPLES,
@@ -97,22 +97,21 @@ def submit_job(
 @router.get("", response_model=JobList, summary="List jobs")
 def list_jobs(
     session: SessionDep,
-    settings: SettingsDep,
     owner: OwnerDep,
+    page: PageDep,
     state: JobState | None = None,
     dataset_id: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0, le=LARGEST_SQL_INTEGER)] = 0,
 ) -> JobList:
     """The tenant's jobs, newest first, optionally of one state or one data set; `total`
     counts all that match the filters."""
-    limit = min(limit, settings.page_size_max)
-    rows = crud.list_jobs(session, owner, limit, offset, state=state, dataset_id=dataset_id)
+    rows = crud.list_jobs(
+        session, owner, page.limit, page.offset, state=state, dataset_id=dataset_id
+    )
     return JobList(
         items=[JobOut.from_row(row) for row in rows],
         total=crud.count_jobs(session, owner, state=state, dataset_id=dataset_id),
-        limit=limit,
-        offset=offset,
+        limit=page.limit,
+        offset=page.offset,
     )
 
 

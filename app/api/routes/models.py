@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, overload
 
 import numpy as np
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.api.auth import request_tenant
-from app.api.deps import OwnerDep, SettingsDep, in_session
+from app.api.deps import OwnerDep, PageDep, in_session
 from app.api.encoding import (
     JSON_MEDIA,
     NPY_MEDIA,
@@ -36,7 +36,6 @@ from app.api.encoding import (
 )
 from app.api.errors import ApiError, PydanticBodyError, not_found
 from app.api.schemas import (
-    LARGEST_SQL_INTEGER,
     SAMPLE_EXAMPLES,
     SCORE_QUERY_PARAMETERS,
     SCORE_REQUEST_BODY,
@@ -316,18 +315,15 @@ async def _as_array(scored: ScoreRequest, settings: Settings) -> np.ndarray:
 @router.get("", response_model=ModelList, summary="List models")
 async def list_models(
     request: Request,
-    settings: SettingsDep,
     owner: OwnerDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0, le=LARGEST_SQL_INTEGER)] = 0,
+    page: PageDep,
 ) -> ModelList:
     """The tenant's models: its succeeded jobs with their final checkpoint, newest first.
 
     Each item is what ``GET /v1/models/{id}`` returns, read from the job's row (its final
     metrics are the checkpoint's) without loading the model.
     """
-    limit = min(limit, settings.page_size_max)
-    return await in_session(request, _model_list, owner, limit, offset)
+    return await in_session(request, _model_list, owner, page.limit, page.offset)
 
 
 @router.get("/{model_id}", response_model=ModelOut, responses=ERRORS, summary="Get a model")
