@@ -50,10 +50,9 @@ import torch
 # service, so that a model's first request costs only its own load.
 import torch.fx.experimental.symbolic_shapes
 
-from flows.data import quantize
 from flows.flow import Flow
 from flows.metrics import bits_per_dim
-from flows.scoring import ScoreResult, score, to_model_input
+from flows.scoring import ScoreResult, score, to_data_convention, to_model_input
 
 __all__ = [
     "BatcherRegistry",
@@ -250,31 +249,19 @@ def sample_together(
 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """Each request's samples, its latents drawn from its own seed, inverted in one pass.
 
-    The latents are exactly those :meth:`flows.flow.Flow.sample` draws for the same seed and
-    temperature; the output is :func:`flows.scoring.sample_array`'s convention.
+    The latents are :meth:`flows.flow.Flow.draw_latents`'s, which :meth:`~flows.flow.Flow.sample`
+    inverts for the same seed and temperature; the output is
+    :func:`flows.scoring.to_data_convention`'s.
     """
-    _, dtype = flow._device_dtype()
-    latents = []
-    for work in batch:
-        generator = torch.Generator(device="cpu").manual_seed(work.seed)
-        latents.append(
-            torch.randn(work.n, *flow.latent_shape, generator=generator, dtype=dtype)
-            * work.temperature
-        )
-    device, _ = flow._device_dtype()
-    x, report = flow.inverse_with_info(torch.cat(latents).to(device))
-    x = x[:, : flow.data_shape[0]].cpu()
+    latents = [flow.draw_latents(work.n, work.seed, work.temperature) for work in batch]
+    x, report = flow.inverse_with_info(torch.cat(latents))
+    samples = to_data_convention(flow, x[:, : flow.data_shape[0]])
     bounds = report.item_error_bounds
     bounds = None if bounds is None else bounds.double().cpu().numpy()
     results, start = [], 0
     for work in batch:
         stop = start + work.n
-        part = x[start:stop]
-        array = (
-            part.numpy().astype(np.float32)
-            if flow.config.is_points
-            else quantize(part.clamp(0.0, 1.0))
-        )
+        array = samples[start:stop]
         results.append((array, None if bounds is None else bounds[start:stop]))
         start = stop
     return results

@@ -347,6 +347,13 @@ class Flow(torch.nn.Module):
         puts some mass just outside [0, 1] (the density of :meth:`log_prob` is that of the
         unclamped x). :meth:`inverse` returns the unclamped values.
         """
+        x = self.inverse(self.draw_latents(n, seed, temperature))[:, : self.data_shape[0]]
+        return x if self.config.is_points else x.clamp(0.0, 1.0)
+
+    def draw_latents(self, n: int, seed: int | None = None, temperature: float = 1.0) -> Tensor:
+        """z ~ N(0, temperature^2 I) of shape (n, *latent_shape), on the flow's device and dtype,
+        from a CPU generator seeded with ``seed`` (fresh entropy if None), so a seed gives the
+        same latents on every device: what :meth:`sample` inverts."""
         if n < 0 or temperature < 0:
             raise ValueError(f"n={n} and temperature={temperature} must be non-negative")
         device, dtype = self._device_dtype()
@@ -356,8 +363,7 @@ class Flow(torch.nn.Module):
         else:
             generator.manual_seed(seed)
         z = torch.randn(n, *self.latent_shape, generator=generator, dtype=dtype) * temperature
-        x = self.inverse(z.to(device))[:, : self.data_shape[0]]
-        return x if self.config.is_points else x.clamp(0.0, 1.0)
+        return z.to(device)
 
     # -- Lipschitz bookkeeping -----------------------------------------------------------------
     def lipschitz_layers(self) -> list[LipschitzLayer]:

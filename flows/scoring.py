@@ -25,7 +25,13 @@ from flows.data.images import dequantize_midpoint
 from flows.flow import Flow, LogDetMethod
 from flows.metrics import bits_per_dim
 
-__all__ = ["ScoreResult", "sample_array", "score", "to_model_input"]
+__all__ = [
+    "ScoreResult",
+    "sample_array",
+    "score",
+    "to_data_convention",
+    "to_model_input",
+]
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,13 @@ def sample_array(flow: Flow, n: int, seed: int = 0, temperature: float = 1.0) ->
 
     Images are :meth:`~flows.flow.Flow.sample`'s samples, already clamped to [0, 1], quantized.
     """
-    x = flow.sample(n, seed=seed, temperature=temperature).cpu()
+    return to_data_convention(flow, flow.sample(n, seed=seed, temperature=temperature))
+
+
+def to_data_convention(flow: Flow, samples: torch.Tensor) -> np.ndarray:
+    """Samples of ``flow`` as data: float32 points, or images clamped to [0, 1] and quantized
+    to uint8 levels."""
+    samples = samples.detach().cpu()
     if flow.config.is_points:
-        return x.numpy().astype(np.float32)
-    return quantize(x)
+        return samples.numpy().astype(np.float32)
+    return quantize(samples.clamp(0.0, 1.0))
