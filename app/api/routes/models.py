@@ -431,9 +431,9 @@ async def samples(
     metrics.sampling_seconds.inc(time.perf_counter() - started)
     metrics.sampled_items.inc(len(array))
     kind = model.loaded.info.flow_config.data_kind
-    headers = {"X-Efnf-Checkpoint-Id": model.checkpoint.id}
+    headers = _headers(model)
     if "format" not in body.model_fields_set and prefers_npy(request.headers.get("accept")):
-        return Response(npy_bytes(array), media_type=NPY_MEDIA, headers=_headers(model))
+        return Response(npy_bytes(array), media_type=NPY_MEDIA, headers=headers)
     if body.format == "npy":
         headers["Content-Disposition"] = 'attachment; filename="samples.npy"'
         return Response(npy_bytes(array), media_type="application/octet-stream", headers=headers)
