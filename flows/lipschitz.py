@@ -119,6 +119,10 @@ class LipschitzAudit:
         return self.certified <= self.coeff * (1.0 + 1e-6)
 
 
+# (identity, in-place version, dtype, device) of the tensor a layer's bound is computed from.
+WeightVersion = tuple[int, int, torch.dtype, torch.device]
+
+
 class LipschitzLayer(SteerableLayer):
     """Mixin over a :class:`~flows.steerable.SteerableLayer`: the weight is rescaled to c / B.
 
@@ -144,7 +148,7 @@ class LipschitzLayer(SteerableLayer):
         """Whether :meth:`norm_bound` is the exact norm (else the circulant upper bound)."""
         raise NotImplementedError
 
-    def weight_version(self) -> tuple:
+    def weight_version(self) -> WeightVersion:
         """A key that changes whenever the weight the bound is computed from may have: the escnn
         layer's coefficient tensor's identity (a replaced parameter), in-place version counter
         (optimiser steps, state loads, edits), dtype and device."""

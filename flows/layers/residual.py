@@ -9,7 +9,7 @@ from torch import Tensor
 
 from flows.errors import FlowError, InverseNotConverged
 from flows.layers.base import FlowLayer, InverseInfo, exported
-from flows.lipschitz import LipschitzLayer
+from flows.lipschitz import LipschitzLayer, WeightVersion
 from flows.logdet import LogDetContext, estimate_residual_logdet, exact_residual_logdet
 
 __all__ = ["ResidualBlock", "resolution_rtol"]
@@ -69,7 +69,7 @@ class ResidualBlock(FlowLayer):
         self.net = net
         # Listed once: walking an escnn network's modules hashes its bases (~0.1 ms a block).
         self._lipschitz_layers = [m for m in net.modules() if isinstance(m, LipschitzLayer)]
-        self._bound_cache: tuple[tuple, float] | None = None
+        self._bound_cache: tuple[tuple[WeightVersion, ...], float] | None = None
         if lipschitz is None and not self.lipschitz_layers():
             raise ValueError(
                 "a residual branch without Lipschitz layers (an exported one) needs its "
